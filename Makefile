@@ -1,0 +1,35 @@
+# Set-up is part of every target: a fresh clone needs only Python 3.10+.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
+CONFIG ?= conf/cartpole_dqn.yaml
+
+.PHONY: setup fit test benchmark clean ui
+
+setup: $(STAMP)
+
+# torch is installed first and alone: every later requirement accepts the installed version,
+# so no install step ever downloads a different (CUDA) build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+fit: setup
+	$(PY) scripts/fit.py --config $(CONFIG)
+
+test: setup
+	$(PY) -m pytest -q
+
+benchmark: setup
+	$(PY) benchmarks/dqn_cartpole_solve.py
+
+ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,3 @@
+"""mbrl-lightning: model-based reinforcement learning with imagination on Lightning and TorchRL."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,255 @@
+"""The shared reinforcement-learning LightningModule: collection, budget, evaluation, logging."""
+
+from __future__ import annotations
+
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torchrl.data import ReplayBuffer, TensorSpec
+from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
+
+from mbrl_lightning.data import CollectorStream
+from mbrl_lightning.envs import EnvFactory
+from mbrl_lightning.errors import ConfigurationError
+
+Metrics = dict[str, float]
+
+# Offset between the training and evaluation env seeds, so the two never replay the same episodes.
+EVAL_SEED_OFFSET = 1_000_003
+
+
+class RLModule(LightningModule, ABC):
+    """Template for every algorithm: a subclass says what one update is, nothing more.
+
+    The module owns the collector stream, the frame budget, the replay buffer (when the
+    algorithm has one), periodic deterministic evaluation on a separate env, logging with the
+    env-frame count as the step, and the checkpoint extras that make resume exact.
+
+    Args:
+        env: the environment factory (id, number of copies, options).
+        total_frames: the budget of real environment frames for the whole run.
+        frames_per_batch: real frames collected between two updates, over all env copies.
+        eval_every_frames: evaluate the deterministic policy every this many frames (0: never).
+        eval_episodes: episodes per evaluation, run in parallel on a separate env.
+        eval_max_steps: step cap of one evaluation episode; defaults to the env's time limit.
+    """
+
+    automatic_optimization = False
+
+    def __init__(
+        self,
+        env: EnvFactory,
+        total_frames: int = 100_000,
+        frames_per_batch: int = 256,
+        eval_every_frames: int = 10_000,
+        eval_episodes: int = 10,
+        eval_max_steps: int | None = None,
+    ) -> None:
+        super().__init__()
+        for key, value in (("total_frames", total_frames), ("frames_per_batch", frames_per_batch),
+                           ("eval_episodes", eval_episodes)):
+            if value < 1:
+                raise ConfigurationError(f"model.{key}={value}: must be a positive integer.")
+        if frames_per_batch % env.num_envs:
+            raise ConfigurationError(
+                f"model.frames_per_batch={frames_per_batch}: must be a multiple of env.num_envs={env.num_envs}."
+            )
+        if eval_max_steps is None and env.episode_step_limit is None and eval_every_frames > 0:
+            raise ConfigurationError(
+                f"model.eval_max_steps: required because {env.env_id} has no time limit."
+            )
+        self.env = env
+        self.total_frames = total_frames
+        self.frames_per_batch = frames_per_batch
+        self.eval_every_frames = eval_every_frames
+        self.eval_episodes = eval_episodes
+        self.eval_max_steps = eval_max_steps or env.episode_step_limit
+
+        probe = env.make(num_envs=1)
+        self.observation_spec: TensorSpec = probe.observation_spec_unbatched["observation"]
+        self.action_spec: TensorSpec = probe.full_action_spec_unbatched["action"]
+        probe.close()
+
+        self.seed = torch.initial_seed() % 2**31
+        self.frames = 0
+        self.episodes = 0
+        self.evaluations = 0
+        self.replay_buffer: ReplayBuffer | None = None
+        self._eval_env: EnvBase | None = None
+        self._clock: tuple[float, int] | None = None
+        self.progress: Metrics = {}
+
+    # ----------------------------------------------------------------- what a subclass says
+    @property
+    @abstractmethod
+    def exploration_policy(self) -> TensorDictModuleBase:
+        """The policy the collector acts with (exploration included)."""
+
+    @property
+    @abstractmethod
+    def eval_policy(self) -> TensorDictModuleBase:
+        """The policy evaluated deterministically."""
+
+    @abstractmethod
+    def update(self, batch: TensorDictBase) -> Metrics:
+        """One learning update on a freshly collected batch; returns metrics to log."""
+
+    # ----------------------------------------------------------------- data
+    def train_dataloader(self) -> CollectorStream:
+        """Real transitions from the collector, one batch per training step, until the budget ends."""
+        return CollectorStream(
+            make_env=lambda: self.env.make(seed=self.seed + self.frames),
+            policy=self.exploration_policy,
+            frames_per_batch=self.frames_per_batch,
+            frames_left=lambda: self.total_frames - self.frames,
+        )
+
+    def training_step(self, dataloader_iter: Iterator) -> None:
+        """Take one collected batch, update on it, evaluate when due, log by env frames."""
+        batch, _, _ = next(dataloader_iter)
+        batch = batch.to(self.device)
+        frames_before = self.frames
+        self.frames += batch.numel()
+        metrics = self.update(batch)
+        metrics.update(self._episode_metrics(batch))
+        metrics.update(self._throughput_metrics())
+        if self._evaluation_due(frames_before):
+            metrics.update(self.evaluate())
+        self.log_frames(metrics)
+        if self.frames >= self.total_frames:
+            self.trainer.should_stop = True
+
+    def on_train_epoch_start(self) -> None:
+        """Stop at once when a resumed run has already spent its budget."""
+        if self.frames >= self.total_frames:
+            self.trainer.should_stop = True
+
+    def on_train_end(self) -> None:
+        """Close the evaluation env."""
+        if self._eval_env is not None:
+            self._eval_env.close()
+            self._eval_env = None
+
+    # ----------------------------------------------------------------- metrics
+    def _episode_metrics(self, batch: TensorDictBase) -> Metrics:
+        done = batch["next", "done"].squeeze(-1)
+        finished = int(done.sum())
+        if not finished:
+            return {}
+        self.episodes += finished
+        returns = batch["next", "episode_reward"].squeeze(-1)[done].float()
+        lengths = batch["next", "step_count"].squeeze(-1)[done].float()
+        self.progress["return"] = returns.mean().item()
+        return {
+            "train/episode_return": returns.mean().item(),
+            "train/episode_length": lengths.mean().item(),
+            "train/episodes": float(self.episodes),
+        }
+
+    def _throughput_metrics(self) -> Metrics:
+        now = time.perf_counter()
+        if self._clock is None:
+            self._clock = (now, self.frames)
+            fps = 0.0
+        else:
+            start, start_frames = self._clock
+            fps = (self.frames - start_frames) / max(now - start, 1e-9)
+        self.progress["fps"] = fps
+        return {"train/env_frames": float(self.frames), "train/fps": fps}
+
+    def log_frames(self, metrics: Metrics) -> None:
+        """Send metrics to every logger with the env-frame count as step; expose them to callbacks."""
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.frames)
+        # Callbacks (checkpoint monitors, early stopping) read trainer.callback_metrics.
+        self.trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+
+    # ----------------------------------------------------------------- evaluation
+    def _evaluation_due(self, frames_before: int) -> bool:
+        if self.eval_every_frames <= 0:
+            return False
+        crossed = self.frames // self.eval_every_frames > frames_before // self.eval_every_frames
+        return crossed or self.frames >= self.total_frames
+
+    @torch.no_grad()
+    def evaluate(self) -> Metrics:
+        """Run ``eval_episodes`` deterministic episodes in parallel; return their statistics."""
+        if self._eval_env is None:
+            self._eval_env = self.env.make(num_envs=self.eval_episodes)
+        env = self._eval_env
+        env.set_seed(self.seed + EVAL_SEED_OFFSET + self.evaluations)
+        self.evaluations += 1
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            rollout = env.rollout(
+                self.eval_max_steps,
+                policy=self.eval_policy,
+                break_when_any_done=False,
+                auto_cast_to_device=True,
+            ).cpu()
+        done = rollout["next", "done"].squeeze(-1)
+        steps = done.shape[-1]
+        # The first episode of each copy counts; a copy that never finished counts as capped.
+        first_done = torch.where(done.any(-1), done.float().argmax(-1), torch.full_like(done[:, 0], steps - 1, dtype=torch.long))
+        rows = torch.arange(done.shape[0])
+        returns = rollout["next", "episode_reward"].squeeze(-1)[rows, first_done]
+        lengths = rollout["next", "step_count"].squeeze(-1)[rows, first_done].float()
+        self.progress["eval"] = returns.mean().item()
+        return {
+            "eval/return_mean": returns.mean().item(),
+            "eval/return_std": returns.std(unbiased=False).item(),
+            "eval/episode_length": lengths.mean().item(),
+        }
+
+    # ----------------------------------------------------------------- checkpoint extras
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add counters, RNG states, the replay buffer and the MLflow run id to the checkpoint."""
+        checkpoint["mbrl"] = {
+            "frames": self.frames,
+            "episodes": self.episodes,
+            "evaluations": self.evaluations,
+            "seed": self.seed,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": _numpy_state_to_tensors(np.random.get_state()),
+                "python": random.getstate(),
+            },
+            "replay_buffer": self.replay_buffer.state_dict() if self.replay_buffer is not None else None,
+            "mlflow_run_id": getattr(self.logger, "run_id", None),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore what :meth:`on_save_checkpoint` added."""
+        extras = checkpoint["mbrl"]
+        self.frames = extras["frames"]
+        self.episodes = extras["episodes"]
+        self.evaluations = extras["evaluations"]
+        self.seed = extras["seed"]
+        if self.replay_buffer is not None and extras["replay_buffer"] is not None:
+            self.replay_buffer.load_state_dict(extras["replay_buffer"])
+        rng = extras["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(_numpy_state_from_tensors(rng["numpy"]))
+        random.setstate(rng["python"])
+
+
+def _numpy_state_to_tensors(state: tuple) -> tuple:
+    """numpy's RNG state with its key array as a tensor, so checkpoints load with ``weights_only``."""
+    name, keys, position, has_gauss, cached_gaussian = state
+    return name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian
+
+
+def _numpy_state_from_tensors(state: tuple) -> tuple:
+    """Inverse of :func:`_numpy_state_to_tensors`."""
+    name, keys, position, has_gauss, cached_gaussian = state
+    return name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian

@@ -1,0 +1,158 @@
+"""The ``fit`` command line: LightningCLI with MLflow runs, frame checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonargparse import ArgumentError
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
+
+from mbrl_lightning.algorithms import RLModule
+from mbrl_lightning.callbacks import FrameCheckpoint, FrameProgressBar
+from mbrl_lightning.cli_errors import condense_parser_error, find_configuration_error
+from mbrl_lightning.tracking import ResolvedCheckpoint, make_logger, resolve_checkpoint
+
+
+class MLflowConfigSaver(SaveConfigCallback):
+    """Log the resolved config to the MLflow run: flattened as params and whole as ``config.yaml``."""
+
+    def __init__(self, *args: Any, resumed: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resumed = resumed
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Params on a new run; on a resumed run only the config file, since MLflow params are immutable."""
+        logger = trainer.logger
+        if not isinstance(logger, MLFlowLogger):
+            return
+        resumed = self.resumed
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        if not resumed:
+            logger.log_hyperparams(_flatten(config))
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / ("config_resumed.yaml" if resumed else "config.yaml")
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            logger.experiment.log_artifact(logger.run_id, str(path))
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(config, dict):
+        flat: dict[str, Any] = {}
+        for key, value in config.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): config}
+
+
+class MBRLCLI(LightningCLI):
+    """LightningCLI for RL runs: the algorithm comes from the YAML, the logger is an MLflow run.
+
+    Extra top-level keys: ``experiment_name`` and ``run_name`` (MLflow), ``ckpt_path`` (resume from
+    a file, ``last`` or ``runs:/<run_id>``), and ``checkpoint.*`` (the frame checkpoint schedule).
+    """
+
+    def __init__(self, args: Sequence[str] | None = None) -> None:
+        self.resume: ResolvedCheckpoint | None = None
+        super().__init__(
+            model_class=RLModule,
+            subclass_mode_model=True,
+            save_config_callback=MLflowConfigSaver,
+            save_config_kwargs={"save_to_log_dir": False},
+            trainer_defaults={
+                "max_epochs": -1,
+                "enable_checkpointing": False,
+                "num_sanity_val_steps": 0,
+            },
+            parser_kwargs={"exit_on_error": False},
+            auto_configure_optimizers=False,
+            run=False,
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Experiment naming, resume source and the checkpoint schedule."""
+        parser.add_argument("--experiment_name", type=str, default="mbrl-lightning", help="MLflow experiment of the run.")
+        parser.add_argument("--run_name", type=str | None, default=None, help="MLflow run name (default: generated).")
+        parser.add_argument(
+            "--ckpt_path", type=str | None, default=None,
+            help="Resume from a checkpoint file, 'last' (newest run of the experiment) or runs:/<run_id>.",
+        )
+        parser.add_lightning_class_args(FrameCheckpoint, "checkpoint")
+
+    def before_instantiate_classes(self) -> None:
+        """Find the checkpoint to resume from before anything is built; a missing one is an error."""
+        ckpt_path = self.config.get("ckpt_path")
+        if ckpt_path:
+            checkpoint_root = Path(self.config.trainer.default_root_dir or ".") / "checkpoints"
+            self.resume = resolve_checkpoint(ckpt_path, self.config.experiment_name, checkpoint_root)
+        self.save_config_kwargs["resumed"] = self.resume is not None
+        if self.config.trainer.enable_progress_bar is not False:
+            self.trainer_defaults["callbacks"] = [FrameProgressBar()]
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, logging to a new MLflow run or to the resumed checkpoint's run."""
+        model = self.model
+        tags = {
+            "algorithm": type(model).__name__,
+            "env_id": getattr(getattr(model, "env", None), "env_id", "unknown"),
+            "seed": str(self.config.get("seed_everything")),
+        }
+        logger = make_logger(
+            experiment_name=self.config.experiment_name,
+            run_name=self.config.run_name,
+            run_id=self.resume.run_id if self.resume else None,
+            tags=tags,
+        )
+        return super().instantiate_trainer(logger=logger, **kwargs)
+
+    @property
+    def frame_checkpoint(self) -> FrameCheckpoint:
+        """The run's checkpoint callback; ``last_path`` is the newest checkpoint written."""
+        return next(c for c in self.trainer.callbacks if isinstance(c, FrameCheckpoint))
+
+    def fit(self) -> None:
+        """Train, or resume from the resolved checkpoint."""
+        ckpt_path = str(self.resume.path) if self.resume else None
+        self.trainer.fit(self.model, ckpt_path=ckpt_path, weights_only=True)
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for the progress bar: library chatter that users cannot act on goes."""
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector.logger_connector").addFilter(
+        lambda record: not str(record.msg).startswith("💡")
+    )
+    warnings.filterwarnings("ignore", message=".*dataloader_iter.*experimental.*")
+    warnings.filterwarnings("ignore", message=".*Nested TransformedEnvs.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of ``scripts/fit.py``; returns the process exit code."""
+    _quiet_libraries()
+    try:
+        cli = MBRLCLI(args)
+    except ArgumentError as error:
+        print(f"error: {condense_parser_error(str(error))}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        configuration_error = find_configuration_error(error)
+        if configuration_error is None:
+            raise
+        print(f"error: {configuration_error}", file=sys.stderr)
+        return 2
+    cli.fit()
+    logger = cli.trainer.logger
+    run_id = getattr(logger, "run_id", None)
+    print(f"MLflow run: {run_id} (experiment {cli.config.experiment_name!r}, store {getattr(logger, '_tracking_uri', '')})")
+    print(f"Last checkpoint: {cli.frame_checkpoint.last_path}")
+    return 0

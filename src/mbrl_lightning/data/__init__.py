@@ -1,0 +1,6 @@
+"""Data plumbing: replay buffers and the collector-to-Lightning iterable."""
+
+from mbrl_lightning.data.collector import CollectorStream
+from mbrl_lightning.data.replay import TRANSITION_KEYS, make_replay_buffer
+
+__all__ = ["CollectorStream", "TRANSITION_KEYS", "make_replay_buffer"]

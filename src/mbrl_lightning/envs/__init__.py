@@ -1,0 +1,5 @@
+"""Environment factories: a gymnasium id plus options in, a TorchRL env out."""
+
+from mbrl_lightning.envs.factory import EnvFactory
+
+__all__ = ["EnvFactory"]

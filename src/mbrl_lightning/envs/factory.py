@@ -1,0 +1,100 @@
+"""Build batched TorchRL environments from gymnasium ids."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode
+from torchrl.envs import (
+    Compose,
+    DoubleToFloat,
+    EnvBase,
+    GymWrapper,
+    RewardSum,
+    StepCounter,
+    TransformedEnv,
+)
+
+from mbrl_lightning.errors import ConfigurationError
+
+
+def _register_optional_suites(env_id: str) -> None:
+    """Register the env suites that live in separate packages, only when the id needs them."""
+    if env_id.startswith("ALE/"):
+        import ale_py
+
+        gym.register_envs(ale_py)
+
+
+def validate_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
+    """Return the gymnasium spec of ``env_id`` or raise a one-line error with suggestions."""
+    _register_optional_suites(env_id)
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error as error:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        message = " ".join(str(error).split())
+        raise ConfigurationError(f"env.env_id={env_id!r}: {message}{hint}") from None
+
+
+class EnvFactory:
+    """Makes the training and evaluation environments of a run from a gymnasium id.
+
+    Copies of the environment are stepped in one process through gymnasium's synchronous
+    vector env: for cheap simulators this is far faster than one subprocess per copy.
+    Episodes reset on the step that ends them, and ``("next", "observation")`` holds the
+    true final observation, so bootstrapping on truncation is correct.
+
+    Args:
+        env_id: gymnasium id, e.g. ``CartPole-v1``.
+        num_envs: copies stepped together when collecting training data.
+        max_episode_steps: overrides the id's time limit when set.
+        env_kwargs: extra keyword arguments for ``gymnasium.make``.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int = 1,
+        max_episode_steps: int | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if num_envs < 1:
+            raise ConfigurationError(f"env.num_envs={num_envs}: must be a positive integer.")
+        self.spec = validate_env_id(env_id)
+        self.env_id = env_id
+        self.num_envs = num_envs
+        self.max_episode_steps = max_episode_steps
+        self.env_kwargs = dict(env_kwargs or {})
+
+    @property
+    def episode_step_limit(self) -> int | None:
+        """The time limit of one episode, when the environment has one."""
+        return self.max_episode_steps or self.spec.max_episode_steps
+
+    def make(self, num_envs: int | None = None, seed: int | None = None) -> EnvBase:
+        """A batched env of ``num_envs`` copies (default: the training count), seeded if asked."""
+        kwargs = dict(self.env_kwargs)
+        if self.max_episode_steps is not None:
+            kwargs["max_episode_steps"] = self.max_episode_steps
+        vector_env = gym.make_vec(
+            self.env_id,
+            num_envs=num_envs or self.num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            **kwargs,
+        )
+        env = TransformedEnv(GymWrapper(vector_env), self.transforms(), auto_unwrap=True)
+        if seed is not None:
+            env.set_seed(seed)
+        return env
+
+    def transforms(self) -> Compose:
+        """Transforms every algorithm relies on: step and return counters, float32 data."""
+        return Compose(StepCounter(), RewardSum(), DoubleToFloat())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(env_id={self.env_id!r}, num_envs={self.num_envs})"

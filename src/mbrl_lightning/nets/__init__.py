@@ -1,0 +1,5 @@
+"""Neural network building blocks shared by policies, values and world models."""
+
+from mbrl_lightning.nets.mlp import MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,78 @@
+"""Find the checkpoint a resume asks for: a file, ``last``, or an MLflow run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import torch
+from mlflow.tracking import MlflowClient
+
+from mbrl_lightning.callbacks.checkpoint import ARTIFACT_DIR, LAST_CHECKPOINT
+from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.tracking.store import tracking_uri
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """A local checkpoint file and the MLflow run it belongs to."""
+
+    path: Path
+    run_id: str | None
+
+
+def read_run_id(path: Path) -> str | None:
+    """The MLflow run id stored in a checkpoint, if any."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return checkpoint.get("mbrl", {}).get("mlflow_run_id")
+
+
+def _download_last(run_id: str, download_dir: Path) -> Path:
+    download_dir.mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"runs:/{run_id}/{ARTIFACT_DIR}/{LAST_CHECKPOINT}",
+        dst_path=str(download_dir),
+        tracking_uri=tracking_uri(),
+    )
+    return Path(local)
+
+
+def _latest_run_with_checkpoint(experiment_name: str, checkpoint_root: Path) -> str:
+    client = MlflowClient(tracking_uri=tracking_uri())
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is not None:
+        runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=50)
+        for run in runs:
+            run_id = run.info.run_id
+            if (checkpoint_root / run_id / LAST_CHECKPOINT).is_file():
+                return run_id
+            if any(a.path.endswith(LAST_CHECKPOINT) for a in client.list_artifacts(run_id, ARTIFACT_DIR)):
+                return run_id
+    raise ConfigurationError(
+        f"--ckpt_path last: no checkpoint found for experiment_name={experiment_name!r} in {tracking_uri()}."
+    )
+
+
+def resolve_checkpoint(ckpt_path: str, experiment_name: str, checkpoint_root: Path) -> ResolvedCheckpoint:
+    """Turn ``PATH``, ``last`` or ``runs:/<run_id>`` into a local checkpoint file; fail loudly if absent."""
+    if ckpt_path == "last" or ckpt_path.startswith("runs:/"):
+        run_id = (
+            _latest_run_with_checkpoint(experiment_name, checkpoint_root)
+            if ckpt_path == "last"
+            else ckpt_path.removeprefix("runs:/").strip("/").split("/")[0]
+        )
+        local = checkpoint_root / run_id / LAST_CHECKPOINT
+        if not local.is_file():
+            try:
+                local = _download_last(run_id, checkpoint_root / run_id / "downloaded")
+            except Exception as error:  # MLflow raises several types for a missing run or artifact
+                raise ConfigurationError(
+                    f"--ckpt_path {ckpt_path}: run {run_id} has no {ARTIFACT_DIR}/{LAST_CHECKPOINT} in "
+                    f"{tracking_uri()} ({type(error).__name__})."
+                ) from None
+        return ResolvedCheckpoint(local, read_run_id(local) or run_id)
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigurationError(f"--ckpt_path {ckpt_path}: no such checkpoint file.")
+    return ResolvedCheckpoint(path, read_run_id(path))

@@ -1,0 +1,40 @@
+"""Where runs are stored, and the MLflow logger of a run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lightning.pytorch.loggers import MLFlowLogger
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_ARTIFACT_ROOT = Path("mlruns") / "artifacts"
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set (a team server), else the embedded SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def make_logger(
+    experiment_name: str,
+    run_name: str | None = None,
+    run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> MLFlowLogger:
+    """An MLflow logger for a new run, or for the existing ``run_id`` when resuming."""
+    uri = tracking_uri()
+    artifact_location = None
+    if uri == DEFAULT_TRACKING_URI:
+        # The embedded store keeps its database and its artifacts side by side under mlruns/.
+        Path("mlruns").mkdir(exist_ok=True)
+        artifact_location = (DEFAULT_ARTIFACT_ROOT / experiment_name).resolve().as_uri()
+    return MLFlowLogger(
+        experiment_name=experiment_name,
+        run_name=run_name,
+        run_id=run_id,
+        tracking_uri=uri,
+        tags=tags,
+        artifact_location=artifact_location,
+        log_model=False,
+    )

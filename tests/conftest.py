@@ -1,0 +1,45 @@
+"""Shared fixtures: every test runs in its own folder with its own embedded MLflow store."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in a fresh folder so ``mlruns/`` and ``checkpoints/`` never leak between tests."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
+    return tmp_path
+
+
+def fit_args(config: str = "cartpole_dqn.yaml", *overrides: str) -> list[str]:
+    """Arguments of ``scripts/fit.py`` for a config of the repository, plus overrides."""
+    return ["--config", str(CONF_DIR / config), "--trainer.enable_progress_bar", "false", *overrides]
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """Environment for running the CLI as a user would, in a subprocess."""
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_fit(*args: str, callbacks: tuple = ()):
+    """Run ``fit`` in-process as the CLI would; return the CLI (model, trainer, config)."""
+    from mbrl_lightning.cli import MBRLCLI
+
+    cli = MBRLCLI(list(args))
+    cli.trainer.callbacks.extend(callbacks)
+    cli.fit()
+    return cli

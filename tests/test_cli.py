@@ -1,0 +1,75 @@
+"""The command line as users run it: overrides, printed config, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR, REPO_ROOT
+from mlflow.tracking import MlflowClient
+
+from mbrl_lightning.cli import main
+from mbrl_lightning.tracking import DEFAULT_TRACKING_URI
+
+FIT = [sys.executable, str(REPO_ROOT / "scripts" / "fit.py"), "--config", str(CONF_DIR / "cartpole_dqn.yaml")]
+TINY = ["--model.total_frames", "512", "--model.learning_starts", "256", "--model.updates_per_batch", "2",
+        "--model.eval_episodes", "2", "--model.eval_every_frames", "512"]
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(FIT + args, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_fit_with_overrides_logs_run_to_mlflow(subprocess_env) -> None:
+    result = _run([*TINY, "--model.gamma", "0.98", "--seed_everything", "3", "--trainer.enable_progress_bar",
+                   "false", "--run_name", "override-check"], subprocess_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MLflow run:" in result.stdout and "Last checkpoint:" in result.stdout
+    client = MlflowClient(DEFAULT_TRACKING_URI)
+    experiment = client.get_experiment_by_name("cartpole_dqn")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "override-check"
+    assert run.data.params["model.init_args.gamma"] == "0.98"
+    assert run.data.tags["algorithm"] == "DQN"
+    assert run.data.tags["env_id"] == "CartPole-v1"
+    assert run.data.tags["seed"] == "3"
+    assert run.data.metrics["train/env_frames"] == 512
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/env_frames")]
+    assert steps == list(range(256, 513, 256))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "checkpoints"} <= artifacts
+
+
+def test_print_config_shows_resolved_values(subprocess_env) -> None:
+    result = _run(["--model.lr", "0.01", "--print_config"], subprocess_env)
+    assert result.returncode == 0, result.stderr
+    assert "lr: 0.01" in result.stdout
+    assert "env_id: CartPole-v1" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (["--model.gama", "0.9"], "model.gama: unknown option of mbrl_lightning.algorithms.DQN (did you mean: gamma?)"),
+        (["--model.lr", "fast"], "model.lr: expected float, got 'fast'"),
+        (["--model.env.env_id", "CartPol-v1"], "env.env_id='CartPol-v1'"),
+        (["--model.replay_storage", "disk"], "model.replay_storage: got 'disk'; allowed values: 'memory', 'memmap'"),
+        (["--ckpt_path", "nowhere.ckpt"], "--ckpt_path nowhere.ckpt: no such checkpoint file."),
+    ],
+)
+def test_bad_input_is_refused_with_one_line(override: list[str], expected: str, capsys) -> None:
+    code = main(["--config", str(CONF_DIR / "cartpole_dqn.yaml"), *override])
+    stderr = capsys.readouterr().err
+    assert code == 2
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], stderr
+    assert not Path("checkpoints").exists()
+
+
+def test_bad_key_exits_non_zero_from_the_shell(subprocess_env) -> None:
+    result = _run(["--model.gama", "0.9"], subprocess_env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: model.gama: unknown option")
+    assert "Traceback" not in result.stderr

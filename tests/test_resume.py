@@ -1,0 +1,103 @@
+"""Checkpoints restore everything, resume continues the same MLflow run, and a missing one fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import fit_args, run_fit
+from lightning.pytorch import Callback
+from mlflow.tracking import MlflowClient
+
+from mbrl_lightning.cli import MBRLCLI
+from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.tracking import tracking_uri
+
+SMALL = ("--model.frames_per_batch", "64", "--model.updates_per_batch", "4", "--model.learning_starts", "128",
+         "--model.eval_every_frames", "512", "--model.eval_episodes", "2", "--checkpoint.every_n_frames", "256")
+TOTAL = 1024
+
+
+class StateAtTrainStart(Callback):
+    """Snapshot what a resume must restore, taken after the checkpoint is loaded and before training."""
+
+    def on_train_start(self, trainer, module) -> None:
+        self.state = _module_state(module)
+
+
+def _module_state(module) -> dict:
+    return {
+        "frames": module.frames,
+        "episodes": module.episodes,
+        "epsilon": module.epsilon,
+        "buffer": module.replay_buffer[:].clone(),
+        "weights": {k: v.clone() for k, v in module.state_dict().items()},
+        "target_counter": module.target_updater.counter,
+    }
+
+
+def _state_in_checkpoint(path: Path, template) -> dict:
+    """The module state stored in a checkpoint, loaded into a fresh module of the same config."""
+    checkpoint = torch.load(path, weights_only=True)
+    template.load_state_dict(checkpoint["state_dict"])
+    template.on_load_checkpoint(checkpoint)
+    return _module_state(template)
+
+
+def _assert_same_state(restored: dict, saved: dict) -> None:
+    for key in ("frames", "episodes", "target_counter"):
+        assert restored[key] == saved[key], key
+    assert restored["epsilon"] == pytest.approx(saved["epsilon"])
+    assert (restored["buffer"] == saved["buffer"]).all()
+    assert restored["weights"].keys() == saved["weights"].keys()
+    for name, value in saved["weights"].items():
+        torch.testing.assert_close(restored["weights"][name], value, msg=name)
+
+
+def _frame_steps(run_id: str, metric: str = "train/env_frames") -> list[int]:
+    history = MlflowClient(tracking_uri()).get_metric_history(run_id, metric)
+    return [m.step for m in sorted(history, key=lambda m: m.timestamp)]
+
+
+def test_resume_restores_state_and_continues_the_mlflow_run() -> None:
+    full = run_fit(*fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", str(TOTAL)))
+
+    first_half = run_fit(*fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", str(TOTAL // 2)))
+    run_id = first_half.trainer.logger.run_id
+    saved_path = first_half.frame_checkpoint.last_path
+    assert saved_path.is_file()
+    saved = _state_in_checkpoint(saved_path, MBRLCLI(fit_args("cartpole_dqn.yaml", *SMALL)).model)
+    assert saved["frames"] == TOTAL // 2 and saved["epsilon"] < 1.0 and len(saved["buffer"]) == TOTAL // 2
+
+    probe = StateAtTrainStart()
+    resumed = run_fit(*fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", str(TOTAL),
+                                "--ckpt_path", str(saved_path)), callbacks=(probe,))
+    _assert_same_state(probe.state, saved)
+
+    assert resumed.trainer.logger.run_id == run_id
+    steps = _frame_steps(run_id)
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert steps[-1] == full.model.frames == resumed.model.frames == TOTAL
+    assert _frame_steps(run_id, "eval/return_mean") == _frame_steps(full.trainer.logger.run_id, "eval/return_mean")
+
+
+def test_resume_by_last_and_by_run_id_from_the_artifact_store(tmp_path: Path) -> None:
+    first = run_fit(*fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "256"))
+    run_id = first.trainer.logger.run_id
+    by_last = run_fit(*fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "512", "--ckpt_path", "last"))
+    assert by_last.trainer.logger.run_id == run_id and by_last.model.frames == 512
+
+    # Only MLflow keeps the checkpoint now: it must be downloaded from the run's artifacts.
+    for local in Path("checkpoints").rglob("*.ckpt"):
+        local.unlink()
+    by_run = run_fit(*fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "768",
+                               "--ckpt_path", f"runs:/{run_id}"))
+    assert by_run.trainer.logger.run_id == run_id and by_run.model.frames == 768
+    assert _frame_steps(run_id)[-1] == 768
+
+
+@pytest.mark.parametrize("ckpt_path", ["missing.ckpt", "last", "runs:/0123456789abcdef"])
+def test_a_missing_checkpoint_is_an_error_not_a_fresh_start(ckpt_path: str) -> None:
+    with pytest.raises(ConfigurationError, match="--ckpt_path"):
+        MBRLCLI(fit_args("cartpole_dqn.yaml", "--ckpt_path", ckpt_path, "--experiment_name", "empty"))

@@ -9,7 +9,9 @@ the solve point is read back from the run's ``eval/return_mean`` history.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -47,7 +49,9 @@ def main() -> None:
         started = time.time()
         fit_args = ["--config", args.config, "--seed_everything", str(seed), "--experiment_name", experiment,
                     "--trainer.enable_progress_bar", "false", *args.overrides]
-        if fit_main(fit_args) != 0:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
+            code = fit_main(fit_args)
+        if code != 0:
             raise SystemExit(f"fit failed for seed {seed}")
         run = client.search_runs(
             [client.get_experiment_by_name(experiment).experiment_id],

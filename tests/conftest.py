@@ -7,6 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tests use small networks, for which one thread is fastest, and the suite shares few cores.
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
@@ -32,6 +36,7 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env["OMP_NUM_THREADS"] = "1"
     return env
 
 

@@ -102,6 +102,15 @@ class RLModule(LightningModule, ABC):
     def update(self, batch: TensorDictBase) -> Metrics:
         """One learning update on a freshly collected batch; returns metrics to log."""
 
+    def optimizer(self, index: int = 0) -> torch.optim.Optimizer:
+        """The ``index``-th optimizer of ``configure_optimizers`` (Lightning-wrapped)."""
+        optimizers = self.optimizers()
+        return optimizers[index] if isinstance(optimizers, list) else optimizers
+
+    def checkpointed_buffers(self) -> dict[str, ReplayBuffer]:
+        """Buffers saved with every checkpoint; subclasses with more buffers extend this."""
+        return {"replay": self.replay_buffer} if self.replay_buffer is not None else {}
+
     # ----------------------------------------------------------------- data
     def train_dataloader(self) -> CollectorStream:
         """Real transitions from the collector, one batch per training step, until the budget ends."""
@@ -222,7 +231,7 @@ class RLModule(LightningModule, ABC):
                 "numpy": _numpy_state_to_tensors(np.random.get_state()),
                 "python": random.getstate(),
             },
-            "replay_buffer": self.replay_buffer.state_dict() if self.replay_buffer is not None else None,
+            "buffers": {name: buffer.state_dict() for name, buffer in self.checkpointed_buffers().items()},
             "mlflow_run_id": getattr(self.logger, "run_id", None),
         }
 
@@ -233,8 +242,8 @@ class RLModule(LightningModule, ABC):
         self.episodes = extras["episodes"]
         self.evaluations = extras["evaluations"]
         self.seed = extras["seed"]
-        if self.replay_buffer is not None and extras["replay_buffer"] is not None:
-            self.replay_buffer.load_state_dict(extras["replay_buffer"])
+        for name, buffer in self.checkpointed_buffers().items():
+            buffer.load_state_dict(extras["buffers"][name])
         rng = extras["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():

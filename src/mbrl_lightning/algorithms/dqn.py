@@ -97,7 +97,8 @@ class DQN(RLModule):
             self.target_updater: HardUpdate | SoftUpdate = SoftUpdate(self.loss_module, tau=target_tau)
         else:
             self.target_updater = HardUpdate(self.loss_module, value_network_update_interval=target_update_interval)
-        self.replay_buffer = make_replay_buffer(buffer_size, batch_size, replay_storage)
+        self.batch_size = batch_size
+        self.replay_buffer = make_replay_buffer(buffer_size, storage=replay_storage)
 
     @property
     def exploration_policy(self) -> TensorDictModuleBase:
@@ -118,18 +119,30 @@ class DQN(RLModule):
         """Adam over the online Q-network."""
         return torch.optim.Adam(self.q_actor.parameters(), lr=self.lr)
 
+    def store(self, batch: TensorDictBase) -> None:
+        """Add a collected batch to the replay buffer."""
+        self.replay_buffer.extend(batch.select(*TRANSITION_KEYS).reshape(-1).cpu())
+
+    def before_q_updates(self, batch: TensorDictBase) -> Metrics:
+        """Work between storing a batch and the Q updates (model learning, imagination); none here."""
+        return {}
+
+    def q_batch(self) -> TensorDictBase:
+        """The transitions of one TD step."""
+        return self.replay_buffer.sample(self.batch_size).to(self.device)
+
     def update(self, batch: TensorDictBase) -> Metrics:
         """Store the batch, decay epsilon, then take ``updates_per_batch`` TD steps."""
-        self.replay_buffer.extend(batch.select(*TRANSITION_KEYS).reshape(-1).cpu())
+        self.store(batch)
         self.exploration.step(batch.numel())
         metrics = {"train/epsilon": self.epsilon}
         if len(self.replay_buffer) < self.learning_starts:
             return metrics
-        optimizer = self.optimizers()
+        metrics.update(self.before_q_updates(batch))
+        optimizer = self.optimizer(0)
         losses = torch.empty(self.updates_per_batch, device=self.device)
         for i in range(self.updates_per_batch):
-            sample = self.replay_buffer.sample().to(self.device)
-            loss = self.loss_module(sample)["loss"]
+            loss = self.loss_module(self.q_batch())["loss"]
             optimizer.zero_grad()
             self.manual_backward(loss)
             if self.max_grad_norm is not None:

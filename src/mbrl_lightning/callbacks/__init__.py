@@ -1,6 +1,7 @@
-"""Lightning callbacks: frame-based checkpoints uploaded to MLflow, a frame progress bar."""
+"""Lightning callbacks: frame checkpoints uploaded to MLflow, frame progress bar, diagnostics plots."""
 
 from mbrl_lightning.callbacks.checkpoint import FrameCheckpoint
+from mbrl_lightning.callbacks.k_step_plot import KStepErrorPlot
 from mbrl_lightning.callbacks.progress import FrameProgressBar
 
-__all__ = ["FrameCheckpoint", "FrameProgressBar"]
+__all__ = ["FrameCheckpoint", "FrameProgressBar", "KStepErrorPlot"]

@@ -26,11 +26,14 @@ TRANSITION_KEYS = (
 
 def make_replay_buffer(
     capacity: int,
-    batch_size: int,
+    batch_size: int | None = None,
     storage: StorageKind = "memory",
     scratch_dir: str | Path | None = None,
 ) -> TensorDictReplayBuffer:
-    """A uniformly sampled buffer of ``capacity`` transitions held in RAM or memory-mapped on disk."""
+    """A uniformly sampled buffer of ``capacity`` transitions held in RAM or memory-mapped on disk.
+
+    ``batch_size`` is the default sample size; leave it out when callers pass one to ``sample``.
+    """
     if capacity < 1:
         raise ConfigurationError(f"buffer_size={capacity}: must be a positive integer.")
     if storage == "memory":

@@ -1,0 +1,95 @@
+"""Batched imagined rollouts of a policy inside a world model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from mbrl_lightning.world_models import WorldModel
+
+Propagation = Literal["random_member", "fixed_member", "mean"]
+
+
+@torch.no_grad()
+def imagine(
+    world_model: WorldModel,
+    policy: Callable[[TensorDictBase], TensorDictBase],
+    start: TensorDictBase,
+    horizon: int,
+    propagation: Propagation = "random_member",
+    sample_noise: bool = False,
+    done_threshold: float = 0.5,
+) -> TensorDictBase:
+    """Roll ``policy`` forward ``horizon`` steps in ``world_model`` from real start states.
+
+    All starts and ensemble members advance together; the only loop is over time. The result has
+    the keys of real data, ``is_real=False`` and a ``weight`` that is 1 while the trajectory is
+    alive and 0 after its predicted termination, so learners can mask the dead tail.
+
+    Args:
+        world_model: the learned dynamics.
+        policy: reads ``observation`` and writes ``action``.
+        start: real transitions ``[n]``; their ``observation`` entries are the start states.
+        horizon: imagined steps per start.
+        propagation: ``random_member`` draws an elite per step (TS-1), ``fixed_member`` one per
+            trajectory (TS-inf), ``mean`` averages the elites.
+        sample_noise: sample next states from the predicted Gaussians (probabilistic models).
+        done_threshold: predicted termination probability above which a trajectory ends.
+
+    Returns:
+        A TensorDict ``[n, horizon]``.
+    """
+    observation = start["observation"]
+    n = observation.shape[0]
+    device = observation.device
+    elites = world_model.elite_indices
+    rows = torch.arange(n, device=device)
+    fixed = elites[torch.randint(len(elites), (n,), device=device)]
+    alive = torch.ones(n, 1, dtype=torch.bool, device=device)
+    steps = []
+    for t in range(horizon):
+        acted = policy(TensorDict({"observation": observation}, batch_size=[n], device=device))
+        action = acted["action"]
+        prediction = world_model.predict(observation, action)
+        if propagation == "random_member":
+            member = elites[torch.randint(len(elites), (n,), device=device)]
+        else:
+            member = fixed
+
+        def pick(values: torch.Tensor) -> torch.Tensor:
+            # One member per transition (or the elite mean), the same for every output.
+            return values[elites].mean(0) if propagation == "mean" else values[member, rows]
+
+        next_observation = pick(prediction.next_observation)
+        reward, done_probability = pick(prediction.reward), pick(prediction.done_probability)
+        if sample_noise and prediction.next_observation_std is not None:
+            std = pick(prediction.next_observation_std)
+            next_observation = next_observation + std * torch.randn_like(std)
+        terminated = done_probability > done_threshold
+        truncated = torch.full_like(terminated, t == horizon - 1) & ~terminated
+        steps.append(
+            TensorDict(
+                {
+                    "observation": observation,
+                    "action": action,
+                    "is_real": torch.zeros(n, dtype=torch.bool, device=device),
+                    "weight": alive.squeeze(-1).to(observation.dtype),
+                    "next": {
+                        "observation": next_observation,
+                        "reward": reward,
+                        "terminated": terminated,
+                        "truncated": truncated,
+                        "done": terminated | truncated,
+                    },
+                },
+                batch_size=[n],
+                device=device,
+            )
+        )
+        alive = alive & ~terminated
+        observation = next_observation
+    return torch.stack(steps, dim=1)
+

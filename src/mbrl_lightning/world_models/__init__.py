@@ -1,0 +1,7 @@
+"""Learned dynamics models, interchangeable through the YAML."""
+
+from mbrl_lightning.world_models.base import Prediction, WorldModel
+from mbrl_lightning.world_models.deterministic import LinearWorldModel, MLPWorldModel
+from mbrl_lightning.world_models.ensemble import GaussianEnsembleWorldModel
+
+__all__ = ["GaussianEnsembleWorldModel", "LinearWorldModel", "MLPWorldModel", "Prediction", "WorldModel"]

@@ -1,0 +1,54 @@
+"""Running mean and standard deviation of data, kept apart from the networks that use it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RunningNormalizer(nn.Module):
+    """Per-feature mean and standard deviation over all data seen (Chan et al. parallel update).
+
+    Statistics are buffers, so they travel with checkpoints and devices.
+
+    Args:
+        size: number of features.
+        min_std: floor of the standard deviation, so constant features do not explode.
+    """
+
+    def __init__(self, size: int, min_std: float = 1e-4) -> None:
+        super().__init__()
+        self.min_std = min_std
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(size, dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros(size, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch ``[..., size]`` into the statistics."""
+        x = x.reshape(-1, x.shape[-1]).to(torch.float64)
+        n = x.shape[0]
+        if n == 0:
+            return
+        batch_mean = x.mean(0)
+        batch_m2 = ((x - batch_mean) ** 2).sum(0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += batch_m2 + delta**2 * self.count * n / total
+        self.count.fill_(total)
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Standard deviation per feature (1 before any data)."""
+        if self.count < 2:
+            return torch.ones_like(self.mean)
+        return (self.m2 / (self.count - 1)).sqrt().clamp_min(self.min_std)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` in the dtype of ``x``."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize`."""
+        return x * self.std.to(x.dtype) + self.mean.to(x.dtype)

@@ -1,0 +1,115 @@
+"""World models learn CartPole dynamics; ensembles know where they lack data; k-step error grows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDictBase
+
+from mbrl_lightning.envs import EnvFactory
+from mbrl_lightning.world_models import GaussianEnsembleWorldModel, LinearWorldModel, MLPWorldModel, WorldModel
+from mbrl_lightning.world_models.normalization import RunningNormalizer
+from mbrl_lightning.world_models.training import k_step_errors, validation_metrics, world_model_step
+
+
+@pytest.fixture(scope="module")
+def cartpole_data() -> tuple[TensorDictBase, TensorDictBase, TensorDictBase]:
+    """Random-policy CartPole trajectories: [envs, time] for k-step checks, flat train and held-out sets."""
+    torch.manual_seed(0)
+    trajectories = EnvFactory("CartPole-v1", num_envs=16).make(seed=0).rollout(200, break_when_any_done=False)
+    flat = trajectories.reshape(-1)
+    order = torch.randperm(flat.numel())
+    return trajectories, flat[order[600:]], flat[order[:600]]
+
+
+def _train(model: WorldModel, train: TensorDictBase, steps: int, lr: float = 3e-3) -> None:
+    model.observe(train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def optimize(loss: torch.Tensor) -> None:
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(steps):
+        world_model_step(model, train[torch.randint(train.numel(), (256,))], optimize)
+
+
+def _one_step_error(model: WorldModel, data: TensorDictBase) -> float:
+    with torch.no_grad():
+        predicted = model(data.select("observation", "action").clone())["next", "observation"]
+    scale = model.observation_normalizer.std.float()
+    return (((predicted - data["next", "observation"]) / scale) ** 2).mean().item()
+
+
+@pytest.mark.parametrize("model_class", [MLPWorldModel, GaussianEnsembleWorldModel])
+def test_one_step_error_falls_by_a_large_factor(model_class, cartpole_data) -> None:
+    torch.manual_seed(1)
+    _, train, held_out = cartpole_data
+    model = model_class(4, 2)
+    model.observe(train)
+    before = _one_step_error(model, held_out)
+    _train(model, train, steps=400)
+    after = _one_step_error(model, held_out)
+    assert after < before / 50, (before, after)
+    metrics = validation_metrics(model, held_out)
+    assert metrics["world_model/confidence"] > 0.8
+
+
+def test_linear_model_learns_but_less_than_the_mlp(cartpole_data) -> None:
+    torch.manual_seed(2)
+    _, train, held_out = cartpole_data
+    linear, mlp = LinearWorldModel(4, 2), MLPWorldModel(4, 2)
+    for model in (linear, mlp):
+        _train(model, train, steps=400)
+    linear_error = _one_step_error(linear, held_out)
+    assert linear_error < 0.05  # CartPole is close to linear for small angles
+    assert _one_step_error(mlp, held_out) < linear_error
+
+
+def test_ensemble_disagrees_more_far_from_the_data(cartpole_data) -> None:
+    torch.manual_seed(3)
+    _, train, _ = cartpole_data
+    model = GaussianEnsembleWorldModel(4, 2, num_members=5, num_elites=5)
+    _train(model, train, steps=400)
+    seen = train[:512]
+    far = seen.clone()
+    far["observation"] = far["observation"] + 6 * model.observation_normalizer.std.float()
+    with torch.no_grad():
+        near_spread = model.disagreement(seen["observation"], seen["action"]).mean()
+        far_spread = model.disagreement(far["observation"], far["action"]).mean()
+    assert far_spread > 3 * near_spread, (near_spread, far_spread)
+
+
+def test_elites_are_the_best_members(cartpole_data) -> None:
+    torch.manual_seed(4)
+    _, train, held_out = cartpole_data
+    model = GaussianEnsembleWorldModel(4, 2, num_members=4, num_elites=2)
+    _train(model, train, steps=50)
+    with torch.no_grad():
+        model.network[0].weight[1].mul_(0)  # cripple member 1
+        model.validate(held_out)
+        errors = model.member_errors(held_out)
+    assert 1 not in model.elite_indices.tolist()
+    assert set(model.elite_indices.tolist()) == set(torch.topk(errors, 2, largest=False).indices.tolist())
+
+
+def test_k_step_error_grows_with_horizon(cartpole_data) -> None:
+    torch.manual_seed(5)
+    trajectories, train, _ = cartpole_data
+    model = MLPWorldModel(4, 2)
+    _train(model, train, steps=300)
+    errors = k_step_errors(model, trajectories[:, :60], horizon=8)
+    assert errors.shape == (8,)
+    assert errors[-1] > 3 * errors[0]
+    assert (errors[1:] >= errors[:-1]).float().mean() >= 0.85
+
+
+def test_running_normalizer_matches_batch_statistics() -> None:
+    data = torch.randn(1000, 3) * torch.tensor([1.0, 10.0, 0.1]) + torch.tensor([5.0, -2.0, 0.0])
+    normalizer = RunningNormalizer(3)
+    for chunk in data.split(77):
+        normalizer.update(chunk)
+    torch.testing.assert_close(normalizer.mean.float(), data.mean(0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(normalizer.std.float(), data.std(0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(normalizer.denormalize(normalizer.normalize(data)), data, rtol=1e-4, atol=1e-4)

@@ -2,8 +2,9 @@
 
     python benchmarks/solve_cartpole.py --config conf/cartpole_dqn.yaml --seeds 0 1 2
 
-Each seed is a full ``fit`` through the CLI, logged to the MLflow experiment ``benchmark_<config>``;
-the solve point is read back from the run's ``eval/return_mean`` history.
+Each seed is a ``fit`` through the CLI that stops at the first solving evaluation, logged to the
+MLflow experiment ``benchmark_<config>``; the solve point is read back from the run's
+``eval/return_mean`` history. Frames are counted at evaluation points (``--eval_every`` apart).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--config", default="conf/cartpole_dqn.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threshold", type=float, default=SOLVED_RETURN)
+    parser.add_argument("--eval_every", type=int, default=512, help="frames between evaluations (the resolution)")
     parser.add_argument("overrides", nargs="*", help="extra fit.py overrides, e.g. --model.total_frames=60000")
     args = parser.parse_args()
     experiment = f"benchmark_{Path(args.config).stem}"
@@ -48,7 +50,9 @@ def main() -> None:
     for seed in args.seeds:
         started = time.time()
         fit_args = ["--config", args.config, "--seed_everything", str(seed), "--experiment_name", experiment,
-                    "--trainer.enable_progress_bar", "false", *args.overrides]
+                    "--trainer.enable_progress_bar", "false", "--model.eval_every_frames", str(args.eval_every),
+                    "--trainer.callbacks+=mbrl_lightning.callbacks.StopAtReturn",
+                    f"--trainer.callbacks.threshold={args.threshold}", *args.overrides]
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
             code = fit_main(fit_args)
         if code != 0:

@@ -54,8 +54,8 @@ class RLModule(LightningModule, ABC):
         eval_max_steps: int | None = None,
     ) -> None:
         super().__init__()
-        for key, value in (("total_frames", total_frames), ("frames_per_batch", frames_per_batch),
-                           ("eval_episodes", eval_episodes)):
+        positive = {"total_frames": total_frames, "frames_per_batch": frames_per_batch, "eval_episodes": eval_episodes}
+        for key, value in positive.items():
             if value < 1:
                 raise ConfigurationError(f"model.{key}={value}: must be a positive integer.")
         if frames_per_batch % env.num_envs:
@@ -206,7 +206,8 @@ class RLModule(LightningModule, ABC):
         done = rollout["next", "done"].squeeze(-1)
         steps = done.shape[-1]
         # The first episode of each copy counts; a copy that never finished counts as capped.
-        first_done = torch.where(done.any(-1), done.float().argmax(-1), torch.full_like(done[:, 0], steps - 1, dtype=torch.long))
+        never_done = torch.full(done.shape[:1], steps - 1, dtype=torch.long)
+        first_done = torch.where(done.any(-1), done.float().argmax(-1), never_done)
         rows = torch.arange(done.shape[0])
         returns = rollout["next", "episode_reward"].squeeze(-1)[rows, first_done]
         lengths = rollout["next", "step_count"].squeeze(-1)[rows, first_done].float()

@@ -3,5 +3,6 @@
 from mbrl_lightning.callbacks.checkpoint import FrameCheckpoint
 from mbrl_lightning.callbacks.k_step_plot import KStepErrorPlot
 from mbrl_lightning.callbacks.progress import FrameProgressBar
+from mbrl_lightning.callbacks.stop import StopAtReturn
 
-__all__ = ["FrameCheckpoint", "FrameProgressBar", "KStepErrorPlot"]
+__all__ = ["FrameCheckpoint", "FrameProgressBar", "KStepErrorPlot", "StopAtReturn"]

@@ -134,6 +134,8 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*dataloader_iter.*experimental.*")
     warnings.filterwarnings("ignore", message=".*Nested TransformedEnvs.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # Tabular learners have no optimizer, which Lightning allows under manual optimisation.
+    warnings.filterwarnings("ignore", message=".*configure_optimizers.*returned `None`.*")
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from lightning.pytorch import LightningModule
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.data import ReplayBuffer, TensorSpec
-from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
+from torchrl.envs import ExplorationType, set_exploration_type
 
 from mbrl_lightning.data import CollectorStream
 from mbrl_lightning.envs import EnvFactory
@@ -83,7 +83,6 @@ class RLModule(LightningModule, ABC):
         self.episodes = 0
         self.evaluations = 0
         self.replay_buffer: ReplayBuffer | None = None
-        self._eval_env: EnvBase | None = None
         self._clock: tuple[float, int] | None = None
         self.progress: Metrics = {}
 
@@ -141,12 +140,6 @@ class RLModule(LightningModule, ABC):
         if self.frames >= self.total_frames:
             self.trainer.should_stop = True
 
-    def on_train_end(self) -> None:
-        """Close the evaluation env."""
-        if self._eval_env is not None:
-            self._eval_env.close()
-            self._eval_env = None
-
     # ----------------------------------------------------------------- metrics
     def _episode_metrics(self, batch: TensorDictBase) -> Metrics:
         done = batch["next", "done"].squeeze(-1)
@@ -191,18 +184,20 @@ class RLModule(LightningModule, ABC):
     @torch.no_grad()
     def evaluate(self) -> Metrics:
         """Run ``eval_episodes`` deterministic episodes in parallel; return their statistics."""
-        if self._eval_env is None:
-            self._eval_env = self.env.make(num_envs=self.eval_episodes)
-        env = self._eval_env
-        env.set_seed(self.seed + EVAL_SEED_OFFSET + self.evaluations)
+        # A fresh env per evaluation: a reused vector env whose copies finished on the last step
+        # of the previous evaluation would hand stale first observations to the policy.
+        env = self.env.make(num_envs=self.eval_episodes, seed=self.seed + EVAL_SEED_OFFSET + self.evaluations)
         self.evaluations += 1
-        with set_exploration_type(ExplorationType.DETERMINISTIC):
-            rollout = env.rollout(
-                self.eval_max_steps,
-                policy=self.eval_policy,
-                break_when_any_done=False,
-                auto_cast_to_device=True,
-            ).cpu()
+        try:
+            with set_exploration_type(ExplorationType.DETERMINISTIC):
+                rollout = env.rollout(
+                    self.eval_max_steps,
+                    policy=self.eval_policy,
+                    break_when_any_done=False,
+                    auto_cast_to_device=True,
+                ).cpu()
+        finally:
+            env.close()
         done = rollout["next", "done"].squeeze(-1)
         steps = done.shape[-1]
         # The first episode of each copy counts; a copy that never finished counts as capped.

@@ -40,13 +40,35 @@ def validate_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
         raise ConfigurationError(f"env.env_id={env_id!r}: {message}{hint}") from None
 
 
+class _DropTransitionProbability(gym.Wrapper):
+    """Remove the ``prob`` info of toy-text envs, which no learner reads.
+
+    Its dtype is int after a reset and float after a step, so a vector env that resets some copies
+    on the same step builds it with either dtype and TorchRL's final-info copy fails.
+    """
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        observation, info = self.env.reset(**kwargs)
+        return observation, _without_prob(info)
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return observation, reward, terminated, truncated, _without_prob(info)
+
+
+def _without_prob(info: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in info.items() if key != "prob"}
+
+
 class EnvFactory:
     """Makes the training and evaluation environments of a run from a gymnasium id.
 
     Copies of the environment are stepped in one process through gymnasium's synchronous
     vector env: for cheap simulators this is far faster than one subprocess per copy.
     Episodes reset on the step that ends them, and ``("next", "observation")`` holds the
-    true final observation, so bootstrapping on truncation is correct.
+    true final observation, so bootstrapping on truncation is correct. Envs with a Discrete
+    observation space (toy-text) present states and actions as integer indices; all others keep
+    TorchRL's default one-hot actions.
 
     Args:
         env_id: gymnasium id, e.g. ``CartPole-v1``.
@@ -85,9 +107,14 @@ class EnvFactory:
             num_envs=num_envs or self.num_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            wrappers=[_DropTransitionProbability],
             **kwargs,
         )
-        env = TransformedEnv(GymWrapper(vector_env), self.transforms(), auto_unwrap=True)
+        # TorchRL fills the final observation of copies that did not finish with the spec's zero, which
+        # is no valid one-hot vector; integer encoding keeps Discrete states (toy-text envs) valid.
+        integer_states = isinstance(vector_env.single_observation_space, gym.spaces.Discrete)
+        wrapper = GymWrapper(vector_env, categorical_action_encoding=integer_states)
+        env = TransformedEnv(wrapper, self.transforms(), auto_unwrap=True)
         if seed is not None:
             env.set_seed(seed)
         return env

@@ -37,4 +37,7 @@ def make_logger(
         tags=tags,
         artifact_location=artifact_location,
         log_model=False,
+        # Metrics are queued and written by MLflow's background thread: a SQLite commit per batch
+        # would otherwise cost more than a small network's update.
+        synchronous=False,
     )

@@ -17,13 +17,7 @@ from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import ConfigurationError
 from mbrl_lightning.imagination import Propagation, imagine
 from mbrl_lightning.world_models import MLPWorldModel, WorldModel
-from mbrl_lightning.world_models.training import (
-    VALIDATION_KEY,
-    k_step_errors,
-    mark_validation,
-    validation_metrics,
-    world_model_step,
-)
+from mbrl_lightning.world_models.learner import WorldModelLearner
 
 WorldModelFactory = Callable[[int, int], WorldModel]
 
@@ -78,27 +72,33 @@ class ImaginationDQN(DQN):
         super().__init__(env=env, **kwargs)
         if not 0.0 <= imagined_fraction < 1.0:
             raise ConfigurationError(f"model.imagined_fraction={imagined_fraction}: must lie in [0, 1).")
-        if not 0.0 < validation_fraction < 1.0:
-            raise ConfigurationError(f"model.validation_fraction={validation_fraction}: must lie in (0, 1).")
         self.model_lr = model_lr
-        self.model_batch_size = model_batch_size
-        self.model_updates_per_batch = model_updates_per_batch
-        self.validation_fraction = validation_fraction
         self.imagination_starts = imagination_starts
         self.imagination_horizon = imagination_horizon
         self.imagined_fraction = imagined_fraction
         self.min_confidence = min_confidence
         self.propagation = propagation
         self.imagined_targets = imagined_targets
-        self.k_step_horizon = k_step_horizon
 
         action_size = int(self.action_spec.shape[-1])
         self.world_model = (world_model or MLPWorldModel)(int(self.observation_spec.shape[-1]), action_size)
-        self.validation_buffer = make_replay_buffer(validation_size)
+        # The world model learns from the Q-learner's own replay buffer (held-out share flagged).
+        self.model_learner = WorldModelLearner(
+            self.world_model, self.replay_buffer, batch_size=model_batch_size, updates_per_batch=model_updates_per_batch,
+            validation_fraction=validation_fraction, validation_size=validation_size, k_step_horizon=k_step_horizon,
+        )
         self.imagined_buffer = make_replay_buffer(imagined_buffer_size)
-        self.confidence = 0.0
         self.imagined_frames = 0
-        self.k_step_curve: torch.Tensor | None = None
+
+    @property
+    def confidence(self) -> float:
+        """The world model's latest held-out confidence, ``exp(-val_loss)``."""
+        return self.model_learner.confidence
+
+    @property
+    def k_step_curve(self) -> torch.Tensor | None:
+        """The latest k-step error curve, for the KStepErrorPlot callback."""
+        return self.model_learner.k_step_curve
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """Adam for the Q-network, Adam for the world model."""
@@ -106,29 +106,15 @@ class ImaginationDQN(DQN):
 
     def checkpointed_buffers(self) -> dict[str, ReplayBuffer]:
         """Real, held-out and imagined transitions."""
-        return {**super().checkpointed_buffers(), "validation": self.validation_buffer, "imagined": self.imagined_buffer}
-
-    # ----------------------------------------------------------------- real data
-    def store(self, batch: TensorDictBase) -> None:
-        """Store real transitions, flag a held-out share, and update the model's normalisers."""
-        flat = mark_validation(batch.select(*TRANSITION_KEYS).reshape(-1).cpu(), self.validation_fraction)
-        self.replay_buffer.extend(flat)
-        held_out = flat[flat[VALIDATION_KEY]]
-        if held_out.numel():
-            self.validation_buffer.extend(held_out)
-        self.world_model.observe(flat[~flat[VALIDATION_KEY]].to(self.device))
+        return {**super().checkpointed_buffers(), "imagined": self.imagined_buffer}
 
     # ----------------------------------------------------------------- model and imagination
+    def store(self, batch: TensorDictBase) -> None:
+        """Store real transitions through the model learner (which flags the held-out share)."""
+        self.model_learner.store(batch.select(*TRANSITION_KEYS).reshape(-1))
+
     def before_q_updates(self, batch: TensorDictBase) -> Metrics:
         """Train the world model, measure it, and imagine transitions for the Q updates."""
-        metrics = self.train_world_model()
-        metrics.update(self.measure_world_model(batch))
-        if self.imagined_fraction > 0 and self.confidence >= self.min_confidence:
-            metrics.update(self.imagine_transitions())
-        return metrics
-
-    def train_world_model(self) -> Metrics:
-        """``model_updates_per_batch`` gradient steps on the training share of the replay buffer."""
         optimizer = self.optimizer(1)
 
         def optimize(loss: torch.Tensor) -> None:
@@ -136,21 +122,10 @@ class ImaginationDQN(DQN):
             self.manual_backward(loss)
             optimizer.step()
 
-        metrics: Metrics = {}
-        for _ in range(self.model_updates_per_batch):
-            sample = self.replay_buffer.sample(self.model_batch_size).to(self.device)
-            metrics = world_model_step(self.world_model, sample, optimize)
-        return metrics
-
-    def measure_world_model(self, batch: TensorDictBase) -> Metrics:
-        """Held-out loss, confidence and k-step errors on the newest real trajectories."""
-        metrics: Metrics = {}
-        if len(self.validation_buffer):
-            metrics = validation_metrics(self.world_model, self.validation_buffer[:].to(self.device))
-            self.confidence = metrics["world_model/confidence"]
-        self.k_step_curve = k_step_errors(self.world_model, batch, self.k_step_horizon)
-        metrics["world_model/k_step_error_1"] = self.k_step_curve[0].item()
-        metrics[f"world_model/k_step_error_{self.k_step_horizon}"] = self.k_step_curve[-1].item()
+        metrics = self.model_learner.train(optimize)
+        metrics.update(self.model_learner.measure(batch))
+        if self.imagined_fraction > 0 and self.confidence >= self.min_confidence:
+            metrics.update(self.imagine_transitions())
         return metrics
 
     def imagine_transitions(self) -> Metrics:
@@ -187,13 +162,13 @@ class ImaginationDQN(DQN):
 
     # ----------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also keep the model confidence and the imagined-frame counter."""
+        """Also keep the model learner's state and the imagined-frame counter."""
         super().on_save_checkpoint(checkpoint)
-        checkpoint["mbrl"]["confidence"] = self.confidence
+        checkpoint["mbrl"]["model_learner"] = self.model_learner.state_dict()
         checkpoint["mbrl"]["imagined_frames"] = self.imagined_frames
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the DQN extras, the model confidence and the imagined-frame counter."""
+        """Restore the DQN extras, the model learner's state and the imagined-frame counter."""
         super().on_load_checkpoint(checkpoint)
-        self.confidence = checkpoint["mbrl"]["confidence"]
+        self.model_learner.load_state_dict(checkpoint["mbrl"]["model_learner"])
         self.imagined_frames = checkpoint["mbrl"]["imagined_frames"]

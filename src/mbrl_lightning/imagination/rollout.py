@@ -26,8 +26,9 @@ def imagine(
     """Roll ``policy`` forward ``horizon`` steps in ``world_model`` from real start states.
 
     All starts and ensemble members advance together; the only loop is over time. The result has
-    the keys of real data, ``is_real=False`` and a ``weight`` that is 1 while the trajectory is
-    alive and 0 after its predicted termination, so learners can mask the dead tail.
+    the keys of real data plus whatever the policy writes (log-probabilities, say), ``is_real=False``
+    and a ``weight`` that is 1 while the trajectory is alive and 0 after its predicted termination,
+    so learners can mask the dead tail.
 
     Args:
         world_model: the learned dynamics.
@@ -70,25 +71,21 @@ def imagine(
             next_observation = next_observation + std * torch.randn_like(std)
         terminated = done_probability > done_threshold
         truncated = torch.full_like(terminated, t == horizon - 1) & ~terminated
-        steps.append(
-            TensorDict(
-                {
-                    "observation": observation,
-                    "action": action,
-                    "is_real": torch.zeros(n, dtype=torch.bool, device=device),
-                    "weight": alive.squeeze(-1).to(observation.dtype),
-                    "next": {
-                        "observation": next_observation,
-                        "reward": reward,
-                        "terminated": terminated,
-                        "truncated": truncated,
-                        "done": terminated | truncated,
-                    },
+        # Everything the policy wrote (e.g. log-probabilities for on-policy learners) is kept.
+        step = acted.update(
+            {
+                "is_real": torch.zeros(n, dtype=torch.bool, device=device),
+                "weight": alive.squeeze(-1).to(observation.dtype),
+                "next": {
+                    "observation": next_observation,
+                    "reward": reward,
+                    "terminated": terminated,
+                    "truncated": truncated,
+                    "done": terminated | truncated,
                 },
-                batch_size=[n],
-                device=device,
-            )
+            }
         )
+        steps.append(step)
         alive = alive & ~terminated
         observation = next_observation
     return torch.stack(steps, dim=1)

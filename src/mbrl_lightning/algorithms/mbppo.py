@@ -1,0 +1,286 @@
+"""Model-based PPO with adaptive imagination and curiosity, following seed 003's algorithm flow."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import ReplayBuffer
+from torchrl.envs import ExplorationType, set_exploration_type
+
+from mbrl_lightning.algorithms.base import Metrics
+from mbrl_lightning.algorithms.on_policy import WEIGHT_KEY
+from mbrl_lightning.algorithms.ppo import PPO
+from mbrl_lightning.curiosity import Curiosity, FixedBeta
+from mbrl_lightning.data import TRANSITION_KEYS, make_replay_buffer
+from mbrl_lightning.envs import EnvFactory
+from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.imagination import Propagation, imagine
+from mbrl_lightning.world_models import MLPWorldModel, WorldModel
+from mbrl_lightning.world_models.learner import WorldModelLearner
+
+WorldModelFactory = Callable[[int, int], WorldModel]
+CuriosityFactory = Callable[[int, int], Curiosity]
+
+
+def interpolate_rollouts(confidence: float, threshold: float, low: int, high: int) -> int:
+    """Seed 003's rule: map confidence in ``[threshold, 1]`` linearly onto ``[low, high]`` rollouts."""
+    fraction = min(max((confidence - threshold) / max(1.0 - threshold, 1e-8), 0.0), 1.0)
+    return int(round(low + fraction * (high - low)))
+
+
+class ModelBasedPPO(PPO):
+    """PPO that also learns from rollouts imagined by a world model, with curiosity (seed 003).
+
+    One update, as in the seed's flow: (1) the real batch is stored and (2) the world model
+    trains on real data only, its confidence being ``exp(-held-out loss)``; (3) the number of
+    imagined rollouts is interpolated between ``min_rollouts`` and ``max_rollouts`` by confidence
+    above ``confidence_threshold``, each rollout running the current policy from a recent real
+    state for up to ``imagination_horizon`` steps and stopping on predicted termination;
+    (4) ``beta`` times the curiosity reward is added to real and imagined rewards; (5) GAE runs
+    on the real and the imagined trajectories; (6) PPO updates on the mixed batch with imagined
+    samples weighted ``imagination_discount * confidence``; (7) the curiosity module trains;
+    (8) beta adapts to the trend of extrinsic returns.
+
+    Ablations: ``imagination: false`` (plain PPO with curiosity), ``adaptive_rollouts: false``
+    (always ``max_rollouts``), no ``curiosity``, ``weight_imagined: false`` (imagined weight 1).
+
+    Args:
+        env: the environment factory.
+        world_model: class called as ``world_model(observation_size, action_size)``; default MLP.
+        curiosity: class called as ``curiosity(observation_size, action_size)``; none by default.
+        beta: weight of intrinsic rewards (``FixedBeta`` or ``AdaptiveBeta``); default fixed 0.1.
+        model_lr: Adam learning rate of the world model.
+        model_batch_size: transitions per world-model gradient step.
+        model_updates_per_batch: world-model gradient steps per collected batch.
+        model_buffer_size: capacity of the real-transition buffer the world model learns from.
+        validation_fraction: share of real transitions held out to measure the world model.
+        validation_size: capacity of the held-out buffer.
+        k_step_horizon: longest horizon of the k-step error diagnostics.
+        imagination: learn from imagined rollouts at all.
+        imagination_horizon: the most steps of one imagined rollout (seed: planning_horizon).
+        min_rollouts: imagined rollouts at confidence ``confidence_threshold`` or below.
+        max_rollouts: imagined rollouts at confidence 1.
+        confidence_threshold: confidence from which the rollout count starts to grow.
+        adaptive_rollouts: interpolate the count by confidence (False: always ``max_rollouts``).
+        imagination_discount: imagined samples weigh ``imagination_discount * confidence``.
+        weight_imagined: apply that weight (False: imagined samples weigh as much as real ones).
+        done_threshold: predicted termination probability that ends an imagined rollout.
+        propagation: ensemble propagation of imagined rollouts.
+        curiosity_lr: Adam learning rate of the curiosity module.
+        curiosity_updates_per_batch: curiosity gradient steps per collected batch.
+        intrinsic_on_imagined: add intrinsic rewards to imagined transitions too.
+        **kwargs: PPO settings.
+    """
+
+    def __init__(
+        self,
+        env: EnvFactory,
+        world_model: WorldModelFactory | None = None,
+        curiosity: CuriosityFactory | None = None,
+        beta: FixedBeta | None = None,
+        model_lr: float = 1e-3,
+        model_batch_size: int = 256,
+        model_updates_per_batch: int = 50,
+        model_buffer_size: int = 100_000,
+        validation_fraction: float = 0.1,
+        validation_size: int = 2_000,
+        k_step_horizon: int = 10,
+        imagination: bool = True,
+        imagination_horizon: int = 5,
+        min_rollouts: int = 10,
+        max_rollouts: int = 100,
+        confidence_threshold: float = 0.05,
+        adaptive_rollouts: bool = True,
+        imagination_discount: float = 0.8,
+        weight_imagined: bool = True,
+        done_threshold: float = 0.5,
+        propagation: Propagation = "random_member",
+        curiosity_lr: float = 1e-3,
+        curiosity_updates_per_batch: int = 4,
+        intrinsic_on_imagined: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(env=env, **kwargs)
+        if not 0 <= min_rollouts <= max_rollouts:
+            raise ConfigurationError(
+                f"model.min_rollouts={min_rollouts}, model.max_rollouts={max_rollouts}: need 0 <= min <= max."
+            )
+        self.model_lr = model_lr
+        self.imagination = imagination
+        self.imagination_horizon = imagination_horizon
+        self.min_rollouts = min_rollouts
+        self.max_rollouts = max_rollouts
+        self.confidence_threshold = confidence_threshold
+        self.adaptive_rollouts = adaptive_rollouts
+        self.imagination_discount = imagination_discount
+        self.weight_imagined = weight_imagined
+        self.done_threshold = done_threshold
+        self.propagation = propagation
+        self.curiosity_lr = curiosity_lr
+        self.curiosity_updates_per_batch = curiosity_updates_per_batch
+        self.intrinsic_on_imagined = intrinsic_on_imagined
+        self.beta = beta or FixedBeta(0.1)
+
+        observation_size = int(self.observation_spec.shape[-1])
+        action_size = int(self.action_spec.shape[-1])
+        self.world_model = (world_model or MLPWorldModel)(observation_size, action_size) if imagination else None
+        self.model_learner = (
+            WorldModelLearner(
+                self.world_model, make_replay_buffer(model_buffer_size), batch_size=model_batch_size,
+                updates_per_batch=model_updates_per_batch, validation_fraction=validation_fraction,
+                validation_size=validation_size, k_step_horizon=k_step_horizon,
+            )
+            if self.world_model is not None
+            else None
+        )
+        self.curiosity = curiosity(observation_size, action_size) if curiosity is not None else None
+        self.imagined_frames = 0
+
+    # ----------------------------------------------------------------- parts
+    @property
+    def confidence(self) -> float:
+        """The world model's latest held-out confidence (0 without a world model)."""
+        return self.model_learner.confidence if self.model_learner is not None else 0.0
+
+    @property
+    def k_step_curve(self) -> torch.Tensor | None:
+        """The latest k-step error curve, for the KStepErrorPlot callback."""
+        return self.model_learner.k_step_curve if self.model_learner is not None else None
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Adam for policy and value, and for the world model and curiosity module when present."""
+        optimizers = [super().configure_optimizers()]
+        self._optimizer_slot: dict[str, int] = {}
+        for name, module, lr in (("world_model", self.world_model, self.model_lr),
+                                 ("curiosity", self.curiosity, self.curiosity_lr)):
+            if module is not None:
+                self._optimizer_slot[name] = len(optimizers)
+                optimizers.append(torch.optim.Adam(module.parameters(), lr=lr))
+        return optimizers
+
+    def _step_fn(self, name: str) -> Callable[[torch.Tensor], None]:
+        optimizer = self.optimizer(self._optimizer_slot[name])
+
+        def optimize(loss: torch.Tensor) -> None:
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+
+        return optimize
+
+    def checkpointed_buffers(self) -> dict[str, ReplayBuffer]:
+        """The world model's real-transition buffer."""
+        return {"model_replay": self.model_learner.replay_buffer} if self.model_learner is not None else {}
+
+    # ----------------------------------------------------------------- one update (seed 003's flow)
+    def update(self, batch: TensorDictBase) -> Metrics:
+        """Model learning, imagination, curiosity, GAE, weighted PPO, curiosity update, beta."""
+        metrics: Metrics = {}
+        real_flat = batch.select(*TRANSITION_KEYS).reshape(-1)
+        if self.model_learner is not None:
+            self.model_learner.store(real_flat)
+            metrics.update(self.model_learner.train(self._step_fn("world_model")))
+            metrics.update(self.model_learner.measure(batch))
+        imagined = self.imagine_rollouts(batch, metrics) if self.imagination else None
+        if self.curiosity is not None:
+            self.curiosity.observe(real_flat)
+            metrics.update(self.add_intrinsic_rewards(batch, imagined))
+        samples = self.mixed_samples(batch, imagined)
+        metrics.update(self.optimize(samples))
+        if self.curiosity is not None:
+            metrics.update(self.train_curiosity(samples))
+            metrics.update(self.adapt_beta(batch))
+        return metrics
+
+    def rollout_count(self) -> int:
+        """How many rollouts to imagine now: interpolated by confidence, or fixed."""
+        if not self.adaptive_rollouts:
+            return self.max_rollouts
+        return interpolate_rollouts(self.confidence, self.confidence_threshold, self.min_rollouts, self.max_rollouts)
+
+    def imagine_rollouts(self, batch: TensorDictBase, metrics: Metrics) -> TensorDictBase | None:
+        """Current-policy rollouts in the model from states of the newest real batch."""
+        count = self.rollout_count()
+        metrics["imagination/rollouts"] = float(count)
+        if count == 0:
+            return None
+        observations = batch["observation"].reshape(-1, batch["observation"].shape[-1])
+        index = torch.randint(observations.shape[0], (count,), device=observations.device)
+        start = batch.reshape(-1)[index].select("observation")
+        with set_exploration_type(ExplorationType.RANDOM):
+            rollout = imagine(self.world_model, self.actor, start, self.imagination_horizon,
+                              propagation=self.propagation, done_threshold=self.done_threshold)
+        alive = int((rollout["weight"] > 0).sum())
+        self.imagined_frames += alive
+        metrics["imagination/frames"] = float(self.imagined_frames)
+        metrics["imagination/mean_length"] = alive / count
+        metrics["imagination/weight"] = self.imagined_weight()
+        return rollout
+
+    def imagined_weight(self) -> float:
+        """Weight of an imagined sample in the PPO loss."""
+        return self.imagination_discount * self.confidence if self.weight_imagined else 1.0
+
+    @torch.no_grad()
+    def add_intrinsic_rewards(self, batch: TensorDictBase, imagined: TensorDictBase | None) -> Metrics:
+        """Add ``beta`` times the curiosity reward to real (and imagined) rewards, in place."""
+        real_bonus = self.curiosity.intrinsic_reward(batch.reshape(-1)).reshape(batch.shape)
+        batch["next", "reward"] = batch["next", "reward"] + self.beta.value * real_bonus.unsqueeze(-1)
+        metrics = {"curiosity/intrinsic_reward": real_bonus.mean().item(), "curiosity/beta": self.beta.value}
+        if imagined is not None and self.intrinsic_on_imagined:
+            bonus = self.curiosity.intrinsic_reward(imagined.reshape(-1)).reshape(imagined.shape)
+            imagined["next", "reward"] = imagined["next", "reward"] + self.beta.value * bonus.unsqueeze(-1)
+            metrics["curiosity/intrinsic_reward_imagined"] = bonus[imagined["weight"] > 0].mean().item()
+        return metrics
+
+    def mixed_samples(self, batch: TensorDictBase, imagined: TensorDictBase | None) -> TensorDictBase:
+        """GAE on each set of trajectories, then one flat batch with per-sample weights."""
+        real = self.add_advantages(batch).reshape(-1)
+        real.set(WEIGHT_KEY, torch.ones(real.shape, device=real.device))
+        if imagined is None:
+            return real
+        imagined = self.add_advantages(imagined).reshape(-1)
+        imagined = imagined[imagined[WEIGHT_KEY] > 0]
+        imagined.set(WEIGHT_KEY, imagined[WEIGHT_KEY] * self.imagined_weight())
+        keys = set(real.keys(True, True)) & set(imagined.keys(True, True))
+        return torch.cat([real.select(*keys), imagined.select(*keys)], 0)
+
+    def train_curiosity(self, samples: TensorDictBase) -> Metrics:
+        """Curiosity gradient steps on minibatches of real and imagined transitions."""
+        optimize = self._step_fn("curiosity")
+        size = samples.numel()
+        minibatch = min(self.minibatch_size or size, size)
+        total = 0.0
+        for _ in range(self.curiosity_updates_per_batch):
+            terms = self.curiosity.loss(samples[torch.randint(size, (minibatch,), device=samples.device)])
+            loss = sum(terms.values())
+            optimize(loss)
+            total += loss.item()
+        return {"loss/curiosity": total / max(self.curiosity_updates_per_batch, 1)}
+
+    def adapt_beta(self, batch: TensorDictBase) -> Metrics:
+        """Move beta against the trend of finished episodes' extrinsic returns."""
+        done = batch["next", "done"].squeeze(-1)
+        if done.any():
+            self.beta.update(batch["next", "episode_reward"].squeeze(-1)[done].mean().item())
+        return {"curiosity/beta": self.beta.value}
+
+    # ----------------------------------------------------------------- checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also keep beta, the model learner's state and the imagined-frame counter."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["mbrl"]["beta"] = self.beta.state_dict()
+        checkpoint["mbrl"]["imagined_frames"] = self.imagined_frames
+        if self.model_learner is not None:
+            checkpoint["mbrl"]["model_learner"] = self.model_learner.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore what :meth:`on_save_checkpoint` added."""
+        super().on_load_checkpoint(checkpoint)
+        self.beta.load_state_dict(checkpoint["mbrl"]["beta"])
+        self.imagined_frames = checkpoint["mbrl"]["imagined_frames"]
+        if self.model_learner is not None:
+            self.model_learner.load_state_dict(checkpoint["mbrl"]["model_learner"])

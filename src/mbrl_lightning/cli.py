@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mbrl_lightning.algorithms import RLModule
 from mbrl_lightning.callbacks import FrameCheckpoint, FrameProgressBar
 from mbrl_lightning.cli_errors import condense_parser_error, find_configuration_error
-from mbrl_lightning.tracking import ResolvedCheckpoint, make_logger, resolve_checkpoint
+from mbrl_lightning.tracking import ResolvedCheckpoint, flush_metrics, make_logger, resolve_checkpoint
 
 
 class MLflowConfigSaver(SaveConfigCallback):
@@ -61,6 +61,7 @@ class MBRLCLI(LightningCLI):
     """
 
     def __init__(self, args: Sequence[str] | None = None) -> None:
+        quiet_libraries()
         self.resume: ResolvedCheckpoint | None = None
         super().__init__(
             model_class=RLModule,
@@ -122,10 +123,13 @@ class MBRLCLI(LightningCLI):
     def fit(self) -> None:
         """Train, or resume from the resolved checkpoint."""
         ckpt_path = str(self.resume.path) if self.resume else None
-        self.trainer.fit(self.model, ckpt_path=ckpt_path, weights_only=True)
+        try:
+            self.trainer.fit(self.model, ckpt_path=ckpt_path, weights_only=True)
+        finally:
+            flush_metrics()
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Keep the terminal for the progress bar: library chatter that users cannot act on goes."""
     logging.getLogger("torchrl").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector.logger_connector").addFilter(
@@ -140,7 +144,6 @@ def _quiet_libraries() -> None:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/fit.py``; returns the process exit code."""
-    _quiet_libraries()
     try:
         cli = MBRLCLI(args)
     except ArgumentError as error:

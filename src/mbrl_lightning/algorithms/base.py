@@ -82,6 +82,7 @@ class RLModule(LightningModule, ABC):
         self.frames = 0
         self.episodes = 0
         self.evaluations = 0
+        self.train_seconds = 0.0
         self.replay_buffer: ReplayBuffer | None = None
         self._clock: tuple[float, int] | None = None
         self.progress: Metrics = {}
@@ -122,11 +123,14 @@ class RLModule(LightningModule, ABC):
 
     def training_step(self, dataloader_iter: Iterator) -> None:
         """Take one collected batch, update on it, evaluate when due, log by env frames."""
+        started = time.perf_counter()
         batch, _, _ = next(dataloader_iter)
         batch = batch.to(self.device)
         frames_before = self.frames
         self.frames += batch.numel()
         metrics = self.update(batch)
+        # Time spent collecting and learning, evaluation and logging excluded: what speed claims compare.
+        self.train_seconds += time.perf_counter() - started
         metrics.update(self._episode_metrics(batch))
         metrics.update(self._throughput_metrics())
         if self._evaluation_due(frames_before):
@@ -165,7 +169,7 @@ class RLModule(LightningModule, ABC):
             start, start_frames = self._clock
             fps = (self.frames - start_frames) / max(now - start, 1e-9)
         self.progress["fps"] = fps
-        return {"train/env_frames": float(self.frames), "train/fps": fps}
+        return {"train/env_frames": float(self.frames), "train/fps": fps, "train/seconds": self.train_seconds}
 
     def log_frames(self, metrics: Metrics) -> None:
         """Send metrics to every logger with the env-frame count as step; expose them to callbacks."""
@@ -220,6 +224,7 @@ class RLModule(LightningModule, ABC):
             "frames": self.frames,
             "episodes": self.episodes,
             "evaluations": self.evaluations,
+            "train_seconds": self.train_seconds,
             "seed": self.seed,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -237,6 +242,7 @@ class RLModule(LightningModule, ABC):
         self.frames = extras["frames"]
         self.episodes = extras["episodes"]
         self.evaluations = extras["evaluations"]
+        self.train_seconds = extras["train_seconds"]
         self.seed = extras["seed"]
         for name, buffer in self.checkpointed_buffers().items():
             buffer.load_state_dict(extras["buffers"][name])

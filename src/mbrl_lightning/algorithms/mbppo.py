@@ -72,6 +72,8 @@ class ModelBasedPPO(PPO):
         curiosity_lr: Adam learning rate of the curiosity module.
         curiosity_updates_per_batch: curiosity gradient steps per collected batch.
         intrinsic_on_imagined: add intrinsic rewards to imagined transitions too.
+        imagination_iterations: PPO updates per real batch; the seed's flow is 1, and each further
+            one learns from rollouts freshly imagined with the updated policy (as in ME-TRPO).
         **kwargs: PPO settings.
     """
 
@@ -101,6 +103,7 @@ class ModelBasedPPO(PPO):
         curiosity_lr: float = 1e-3,
         curiosity_updates_per_batch: int = 4,
         intrinsic_on_imagined: bool = True,
+        imagination_iterations: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(env=env, **kwargs)
@@ -122,6 +125,7 @@ class ModelBasedPPO(PPO):
         self.curiosity_lr = curiosity_lr
         self.curiosity_updates_per_batch = curiosity_updates_per_batch
         self.intrinsic_on_imagined = intrinsic_on_imagined
+        self.imagination_iterations = imagination_iterations
         self.beta = beta or FixedBeta(0.1)
 
         observation_size = int(self.observation_spec.shape[-1])
@@ -193,6 +197,26 @@ class ModelBasedPPO(PPO):
         if self.curiosity is not None:
             metrics.update(self.train_curiosity(samples))
             metrics.update(self.adapt_beta(batch))
+        if self.imagination:
+            for _ in range(self.imagination_iterations - 1):
+                metrics.update(self.improve_in_imagination(batch))
+        return metrics
+
+    def improve_in_imagination(self, batch: TensorDictBase) -> Metrics:
+        """One more PPO update, on rollouts of the updated policy imagined from the real batch's states."""
+        metrics: Metrics = {}
+        imagined = self.imagine_rollouts(batch, metrics)
+        if imagined is None:
+            return metrics
+        if self.curiosity is not None and self.intrinsic_on_imagined:
+            with torch.no_grad():
+                bonus = self.curiosity.intrinsic_reward(imagined.reshape(-1)).reshape(imagined.shape)
+            imagined["next", "reward"] = imagined["next", "reward"] + self.beta.value * bonus.unsqueeze(-1)
+        samples = self.add_advantages(imagined).reshape(-1)
+        samples = samples[samples[WEIGHT_KEY] > 0]
+        samples.set(WEIGHT_KEY, samples[WEIGHT_KEY] * self.imagined_weight())
+        metrics.update({f"imagination/{key.split('/')[-1]}": value for key, value in self.optimize(samples).items()
+                        if key.startswith("loss/")})
         return metrics
 
     def rollout_count(self) -> int:

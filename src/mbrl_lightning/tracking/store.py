@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mlflow
 from lightning.pytorch.loggers import MLFlowLogger
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
@@ -24,6 +25,8 @@ def make_logger(
 ) -> MLFlowLogger:
     """An MLflow logger for a new run, or for the existing ``run_id`` when resuming."""
     uri = tracking_uri()
+    # The process-wide URI makes mlflow.flush_async_logging() reach this logger's store.
+    mlflow.set_tracking_uri(uri)
     artifact_location = None
     if uri == DEFAULT_TRACKING_URI:
         # The embedded store keeps its database and its artifacts side by side under mlruns/.
@@ -41,3 +44,8 @@ def make_logger(
         # would otherwise cost more than a small network's update.
         synchronous=False,
     )
+
+
+def flush_metrics() -> None:
+    """Wait until every queued metric is written, so readers see the whole run."""
+    mlflow.flush_async_logging()

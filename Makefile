@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
-CONFIG ?= conf/cartpole_dqn.yaml
+CONFIG ?= conf/cartpole_mbppo.yaml
 
 .PHONY: setup fit test benchmark clean ui
 

@@ -82,7 +82,7 @@ class MBRLCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Experiment naming, resume source and the checkpoint schedule."""
         parser.add_argument("--experiment_name", type=str, default="mbrl-lightning", help="MLflow experiment of the run.")
-        parser.add_argument("--run_name", type=str | None, default=None, help="MLflow run name (default: generated).")
+        parser.add_argument("--run_name", type=str | None, default=None, help="MLflow run name (default: <algorithm>-<env_id>-s<seed>).")
         parser.add_argument(
             "--ckpt_path", type=str | None, default=None,
             help="Resume from a checkpoint file, 'last' (newest run of the experiment) or runs:/<run_id>.",
@@ -101,15 +101,14 @@ class MBRLCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The trainer, logging to a new MLflow run or to the resumed checkpoint's run."""
-        model = self.model
         tags = {
-            "algorithm": type(model).__name__,
-            "env_id": getattr(getattr(model, "env", None), "env_id", "unknown"),
+            "algorithm": type(self.model).__name__,
+            "env_id": self.model.env.env_id,
             "seed": str(self.config.get("seed_everything")),
         }
         logger = make_logger(
             experiment_name=self.config.experiment_name,
-            run_name=self.config.run_name,
+            run_name=self.config.run_name or f"{tags['algorithm']}-{tags['env_id']}-s{tags['seed']}",
             run_id=self.resume.run_id if self.resume else None,
             tags=tags,
         )

@@ -85,8 +85,8 @@ class WorldModelLearner:
             metrics = validation_metrics(self.model, self.validation_buffer[:].to(device))
             self.confidence = metrics["world_model/confidence"]
         self.k_step_curve = k_step_errors(self.model, trajectories.to(device), self.k_step_horizon)
-        metrics["world_model/k_step_error_1"] = self.k_step_curve[0].item()
-        metrics[f"world_model/k_step_error_{self.k_step_horizon}"] = self.k_step_curve[-1].item()
+        metrics.update({f"world_model/k_step_error_{k}": error
+                        for k, error in enumerate(self.k_step_curve.tolist(), start=1)})
         return metrics
 
     def state_dict(self) -> dict:

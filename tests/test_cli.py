@@ -57,6 +57,7 @@ def test_print_config_shows_resolved_values(subprocess_env) -> None:
         (["--model.env.env_id", "CartPol-v1"], "env.env_id='CartPol-v1'"),
         (["--model.replay_storage", "disk"], "model.replay_storage: got 'disk'; allowed values: 'memory', 'memmap'"),
         (["--ckpt_path", "nowhere.ckpt"], "--ckpt_path nowhere.ckpt: no such checkpoint file."),
+        (["--torch_threads", "-1"], "--torch_threads=-1: must be 0 (torch default) or more."),
     ],
 )
 def test_bad_input_is_refused_with_one_line(override: list[str], expected: str, capsys) -> None:

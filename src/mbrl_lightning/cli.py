@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch import LightningModule, Trainer
@@ -19,6 +20,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mbrl_lightning.algorithms import RLModule
 from mbrl_lightning.callbacks import FrameCheckpoint, FrameProgressBar
 from mbrl_lightning.cli_errors import condense_parser_error, find_configuration_error
+from mbrl_lightning.errors import ConfigurationError
 from mbrl_lightning.tracking import ResolvedCheckpoint, flush_metrics, make_logger, resolve_checkpoint
 
 
@@ -57,7 +59,8 @@ class MBRLCLI(LightningCLI):
     """LightningCLI for RL runs: the algorithm comes from the YAML, the logger is an MLflow run.
 
     Extra top-level keys: ``experiment_name`` and ``run_name`` (MLflow), ``ckpt_path`` (resume from
-    a file, ``last`` or ``runs:/<run_id>``), and ``checkpoint.*`` (the frame checkpoint schedule).
+    a file, ``last`` or ``runs:/<run_id>``), ``torch_threads`` and ``checkpoint.*`` (the frame
+    checkpoint schedule).
     """
 
     def __init__(self, args: Sequence[str] | None = None) -> None:
@@ -87,10 +90,18 @@ class MBRLCLI(LightningCLI):
             "--ckpt_path", type=str | None, default=None,
             help="Resume from a checkpoint file, 'last' (newest run of the experiment) or runs:/<run_id>.",
         )
+        parser.add_argument(
+            "--torch_threads", type=int, default=1,
+            help="CPU threads for tensor math; 1 is fastest for the small networks of RL, 0 keeps torch's default.",
+        )
         parser.add_lightning_class_args(FrameCheckpoint, "checkpoint")
 
     def before_instantiate_classes(self) -> None:
-        """Find the checkpoint to resume from before anything is built; a missing one is an error."""
+        """Set CPU threads, and find the checkpoint to resume from; a missing one is an error."""
+        if self.config.torch_threads < 0:
+            raise ConfigurationError(f"--torch_threads={self.config.torch_threads}: must be 0 (torch default) or more.")
+        if self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
         ckpt_path = self.config.get("ckpt_path")
         if ckpt_path:
             checkpoint_root = Path(self.config.trainer.default_root_dir or ".") / "checkpoints"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,17 @@ class RLModule(LightningModule, ABC):
         """The ``index``-th optimizer of ``configure_optimizers`` (Lightning-wrapped)."""
         optimizers = self.optimizers()
         return optimizers[index] if isinstance(optimizers, list) else optimizers
+
+    def gradient_step(self, index: int) -> Callable[[torch.Tensor], None]:
+        """A function that takes one optimizer step of optimizer ``index`` on a loss."""
+        optimizer = self.optimizer(index)
+
+        def step(loss: torch.Tensor) -> None:
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+
+        return step
 
     def checkpointed_buffers(self) -> dict[str, ReplayBuffer]:
         """Buffers saved with every checkpoint; subclasses with more buffers extend this."""

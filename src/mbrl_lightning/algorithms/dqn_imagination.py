@@ -115,14 +115,7 @@ class ImaginationDQN(DQN):
 
     def before_q_updates(self, batch: TensorDictBase) -> Metrics:
         """Train the world model, measure it, and imagine transitions for the Q updates."""
-        optimizer = self.optimizer(1)
-
-        def optimize(loss: torch.Tensor) -> None:
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()
-
-        metrics = self.model_learner.train(optimize)
+        metrics = self.model_learner.train(self.gradient_step(1))
         metrics.update(self.model_learner.measure(batch))
         if self.imagined_fraction > 0 and self.confidence >= self.min_confidence:
             metrics.update(self.imagine_transitions())

@@ -165,16 +165,6 @@ class ModelBasedPPO(PPO):
                 optimizers.append(torch.optim.Adam(module.parameters(), lr=lr))
         return optimizers
 
-    def _step_fn(self, name: str) -> Callable[[torch.Tensor], None]:
-        optimizer = self.optimizer(self._optimizer_slot[name])
-
-        def optimize(loss: torch.Tensor) -> None:
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()
-
-        return optimize
-
     def checkpointed_buffers(self) -> dict[str, ReplayBuffer]:
         """The world model's real-transition buffer."""
         return {"model_replay": self.model_learner.replay_buffer} if self.model_learner is not None else {}
@@ -186,7 +176,7 @@ class ModelBasedPPO(PPO):
         real_flat = batch.select(*TRANSITION_KEYS).reshape(-1)
         if self.model_learner is not None:
             self.model_learner.store(real_flat)
-            metrics.update(self.model_learner.train(self._step_fn("world_model")))
+            metrics.update(self.model_learner.train(self.gradient_step(self._optimizer_slot["world_model"])))
             metrics.update(self.model_learner.measure(batch))
         imagined = self.imagine_rollouts(batch, metrics) if self.imagination else None
         if self.curiosity is not None:
@@ -274,7 +264,7 @@ class ModelBasedPPO(PPO):
 
     def train_curiosity(self, samples: TensorDictBase) -> Metrics:
         """Curiosity gradient steps on minibatches of real and imagined transitions."""
-        optimize = self._step_fn("curiosity")
+        optimize = self.gradient_step(self._optimizer_slot["curiosity"])
         size = samples.numel()
         minibatch = min(self.minibatch_size or size, size)
         total = 0.0

@@ -11,7 +11,7 @@ from conftest import CONF_DIR, REPO_ROOT
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.cli import main
-from mbrl_lightning.tracking import DEFAULT_TRACKING_URI
+from mbrl_lightning.tracking import tracking_uri
 
 FIT = [sys.executable, str(REPO_ROOT / "scripts" / "fit.py"), "--config", str(CONF_DIR / "cartpole_dqn.yaml")]
 TINY = ["--model.total_frames", "512", "--model.learning_starts", "256", "--model.updates_per_batch", "2",
@@ -27,7 +27,7 @@ def test_fit_with_overrides_logs_run_to_mlflow(subprocess_env) -> None:
                    "false", "--run_name", "override-check"], subprocess_env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "MLflow run:" in result.stdout and "Last checkpoint:" in result.stdout
-    client = MlflowClient(DEFAULT_TRACKING_URI)
+    client = MlflowClient(tracking_uri())
     experiment = client.get_experiment_by_name("cartpole_dqn")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "override-check"

@@ -18,9 +18,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import MLFlowLogger
 
 from mbrl_lightning.algorithms import RLModule
-from mbrl_lightning.callbacks import FrameCheckpoint, FrameProgressBar
+from mbrl_lightning.callbacks import FrameCheckpoint, FrameProgressBar, GracefulInterrupt
 from mbrl_lightning.cli_errors import condense_parser_error, find_configuration_error
-from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.errors import ConfigurationError, DivergenceError, TrainingInterrupted
 from mbrl_lightning.tracking import ResolvedCheckpoint, flush_metrics, make_logger, resolve_checkpoint
 
 
@@ -107,8 +107,9 @@ class MBRLCLI(LightningCLI):
             checkpoint_root = Path(self.config.trainer.default_root_dir or ".") / "checkpoints"
             self.resume = resolve_checkpoint(ckpt_path, self.config.experiment_name, checkpoint_root)
         self.save_config_kwargs["resumed"] = self.resume is not None
+        self.trainer_defaults["callbacks"] = [GracefulInterrupt()]
         if self.config.trainer.enable_progress_bar is not False:
-            self.trainer_defaults["callbacks"] = [FrameProgressBar()]
+            self.trainer_defaults["callbacks"].append(FrameProgressBar())
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The trainer, logging to a new MLflow run or to the resumed checkpoint's run."""
@@ -165,7 +166,14 @@ def main(args: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {configuration_error}", file=sys.stderr)
         return 2
-    cli.fit()
+    try:
+        cli.fit()
+    except TrainingInterrupted as interrupted:
+        print(f"\n{interrupted}", file=sys.stderr)
+        return 128 + interrupted.signal_number
+    except DivergenceError as error:
+        print(f"\nerror: {error}", file=sys.stderr)
+        return 1
     logger = cli.trainer.logger
     run_id = getattr(logger, "run_id", None)
     print(f"MLflow run: {run_id} (experiment {cli.config.experiment_name!r}, store {getattr(logger, '_tracking_uri', '')})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from abc import ABC, abstractmethod
@@ -18,7 +19,7 @@ from torchrl.envs import ExplorationType, set_exploration_type
 
 from mbrl_lightning.data import CollectorStream
 from mbrl_lightning.envs import EnvFactory
-from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.errors import ConfigurationError, DivergenceError
 
 Metrics = dict[str, float]
 
@@ -140,6 +141,7 @@ class RLModule(LightningModule, ABC):
         frames_before = self.frames
         self.frames += batch.numel()
         metrics = self.update(batch)
+        self.check_finite(metrics)
         # Time spent collecting and learning, evaluation and logging excluded: what speed claims compare.
         self.train_seconds += time.perf_counter() - started
         metrics.update(self._episode_metrics(batch))
@@ -154,6 +156,28 @@ class RLModule(LightningModule, ABC):
         """Stop at once when a resumed run has already spent its budget."""
         if self.frames >= self.total_frames:
             self.trainer.should_stop = True
+
+    def check_finite(self, metrics: Metrics) -> None:
+        """Stop with a DivergenceError naming the loss term (or parameter) and frame that went non-finite.
+
+        It raises before the batch ends, so no checkpoint of the diverged weights is ever written,
+        and the error is recorded on the MLflow run (which Lightning then marks failed).
+        """
+        culprit = next((key for key, value in metrics.items() if key.startswith("loss/") and not math.isfinite(value)), None)
+        if culprit is None:
+            checks = [p.detach().isfinite().all() for p in self.parameters()]
+            finite = torch.stack(checks) if checks else torch.ones(0, dtype=torch.bool)
+            if bool(finite.all()):
+                return
+            names = [name for name, _ in self.named_parameters()]
+            culprit = f"parameter {names[int((~finite).nonzero()[0])]}"
+        else:
+            culprit = f"{culprit}={metrics[culprit]}"
+        message = f"training diverged: {culprit} at frame {self.frames}; the last good checkpoint is kept"
+        for logger in self.loggers:
+            if hasattr(logger, "run_id"):
+                logger.experiment.set_tag(logger.run_id, "divergence", message)
+        raise DivergenceError(message)
 
     # ----------------------------------------------------------------- metrics
     def _episode_metrics(self, batch: TensorDictBase) -> Metrics:

@@ -1,8 +1,9 @@
 """Lightning callbacks: frame checkpoints uploaded to MLflow, frame progress bar, diagnostics plots."""
 
 from mbrl_lightning.callbacks.checkpoint import FrameCheckpoint
+from mbrl_lightning.callbacks.interrupt import GracefulInterrupt
 from mbrl_lightning.callbacks.k_step_plot import KStepErrorPlot
 from mbrl_lightning.callbacks.progress import FrameProgressBar
 from mbrl_lightning.callbacks.stop import StopAtReturn
 
-__all__ = ["FrameCheckpoint", "FrameProgressBar", "KStepErrorPlot", "StopAtReturn"]
+__all__ = ["FrameCheckpoint", "FrameProgressBar", "GracefulInterrupt", "KStepErrorPlot", "StopAtReturn"]

@@ -13,8 +13,19 @@ DEFAULT_ARTIFACT_ROOT = Path("mlruns") / "artifacts"
 
 
 def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set (a team server), else the embedded SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``MLFLOW_TRACKING_URI`` when set (a team server), else the embedded SQLite store.
+
+    The embedded store's path is made absolute: MLflow caches stores by URI, and a relative
+    SQLite URI would keep pointing at the folder where it was first opened.
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(DEFAULT_TRACKING_URI.removeprefix('sqlite:///')).resolve()}"
+
+
+def uses_embedded_store() -> bool:
+    """Whether runs go to the embedded store under ``mlruns/`` (no ``MLFLOW_TRACKING_URI``)."""
+    return not os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def make_logger(
@@ -28,7 +39,7 @@ def make_logger(
     # The process-wide URI makes mlflow.flush_async_logging() reach this logger's store.
     mlflow.set_tracking_uri(uri)
     artifact_location = None
-    if uri == DEFAULT_TRACKING_URI:
+    if uses_embedded_store():
         # The embedded store keeps its database and its artifacts side by side under mlruns/.
         Path("mlruns").mkdir(exist_ok=True)
         artifact_location = (DEFAULT_ARTIFACT_ROOT / experiment_name).resolve().as_uri()

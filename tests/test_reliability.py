@@ -1,0 +1,76 @@
+"""Faults lose nothing: signals stop at a batch boundary with a checkpoint, divergence keeps the last good one."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT, fit_args, run_fit
+from lightning.pytorch import Callback
+from mlflow.tracking import MlflowClient
+
+from mbrl_lightning.cli import main
+from mbrl_lightning.tracking import tracking_uri
+
+SMALL = ("--model.frames_per_batch", "64", "--model.updates_per_batch", "4", "--model.learning_starts", "128",
+         "--model.eval_every_frames", "0", "--checkpoint.every_n_frames", "256")
+
+
+class PoisonWeights(Callback):
+    """Fault injection: a NaN in the Q-network before the batch that ends at frame 704."""
+
+    def on_train_batch_start(self, trainer, module, *_) -> None:
+        if module.frames >= 600:
+            with torch.no_grad():
+                next(module.q_actor.parameters()).view(-1)[0] = float("nan")
+
+
+def _frames_in(path: Path) -> int:
+    return torch.load(path, weights_only=True)["mbrl"]["frames"]
+
+
+def test_divergence_stops_with_one_line_marks_the_run_failed_and_keeps_the_good_checkpoint(capsys) -> None:
+    code = main(fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "4096",
+                         "--trainer.callbacks+=test_reliability.PoisonWeights"))
+    stderr = capsys.readouterr().err
+    assert code == 1
+    line = [line for line in stderr.splitlines() if line.startswith("error:")][-1]
+    assert "training diverged: loss/q=nan at frame 704" in line, stderr
+    client = MlflowClient(tracking_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("cartpole_dqn").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "loss/q=nan" in run.data.tags["divergence"]
+    (checkpoint,) = Path("checkpoints").rglob("last.ckpt")
+    assert _frames_in(checkpoint) == 512  # the periodic checkpoint before the fault, not overwritten
+    weights = torch.load(checkpoint, weights_only=True)["state_dict"]
+    assert all(torch.isfinite(value).all() for value in weights.values() if value.is_floating_point())
+
+
+@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_at_a_batch_boundary_with_a_checkpoint_and_resumes(sent: signal.Signals, subprocess_env) -> None:
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "fit.py"),
+               *fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "1000000")]
+    process = subprocess.Popen(command, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(Path("checkpoints").rglob("last.ckpt")):
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no periodic checkpoint in time"
+        time.sleep(0.2)
+    process.send_signal(sent)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + sent, stderr[-2000:]
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith(f"interrupted by {sent.name} at frame ") and "--ckpt_path last" in message
+    frames = int(message.split(" at frame ")[1].split(";")[0])
+    (checkpoint,) = Path("checkpoints").rglob("last.ckpt")
+    assert _frames_in(checkpoint) == frames and frames % 64 == 0  # a whole number of batches
+
+    resumed = run_fit(*fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", str(frames + 128),
+                                "--ckpt_path", "last"))
+    steps = [m.step for m in MlflowClient(tracking_uri()).get_metric_history(resumed.trainer.logger.run_id, "train/env_frames")]
+    assert resumed.model.frames == frames + 128, sorted(steps)

@@ -58,6 +58,9 @@ def test_print_config_shows_resolved_values(subprocess_env) -> None:
         (["--model.replay_storage", "disk"], "model.replay_storage: got 'disk'; allowed values: 'memory', 'memmap'"),
         (["--ckpt_path", "nowhere.ckpt"], "--ckpt_path nowhere.ckpt: no such checkpoint file."),
         (["--torch_threads", "-1"], "--torch_threads=-1: must be 0 (torch default) or more."),
+        (["--model.lr", "-0.001"], "model.lr=-0.001: must be positive."),
+        (["--model.buffer_size", "10"], "model.buffer_size=10: must hold at least one batch (model.batch_size=64)."),
+        (["--model.env.env_id", "Pendulum-v1"], "model: DQN needs discrete actions, but Pendulum-v1 has continuous actions"),
     ],
 )
 def test_bad_input_is_refused_with_one_line(override: list[str], expected: str, capsys) -> None:
@@ -74,3 +77,38 @@ def test_bad_key_exits_non_zero_from_the_shell(subprocess_env) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: model.gama: unknown option")
     assert "Traceback" not in result.stderr
+
+
+def _one_error_line(code: int, stderr: str) -> str:
+    assert code == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def test_imagination_horizon_zero_is_refused(capsys) -> None:
+    code = main(["--config", str(CONF_DIR / "cartpole_dqn_imagination.yaml"), "--model.imagination_horizon", "0"])
+    assert "model.imagination_horizon=0: must be a positive integer." in _one_error_line(code, capsys.readouterr().err)
+
+
+def test_corrupted_checkpoint_is_refused(capsys) -> None:
+    Path("broken.ckpt").write_bytes(b"not a checkpoint")
+    code = main(["--config", str(CONF_DIR / "cartpole_dqn.yaml"), "--ckpt_path", "broken.ckpt"])
+    assert "--ckpt_path broken.ckpt: not a readable mbrl-lightning checkpoint" in _one_error_line(code, capsys.readouterr().err)
+
+
+def test_checkpoint_of_another_algorithm_is_refused(capsys) -> None:
+    assert main(["--config", str(CONF_DIR / "cartpole_dqn.yaml"), "--trainer.enable_progress_bar", "false",
+                 *TINY[:2], "--model.total_frames", "256", "--model.eval_every_frames", "0"]) == 0
+    (checkpoint,) = Path("checkpoints").rglob("last.ckpt")
+    capsys.readouterr()
+    code = main(["--config", str(CONF_DIR / "cartpole_ppo.yaml"), "--ckpt_path", str(checkpoint)])
+    line = _one_error_line(code, capsys.readouterr().err)
+    assert "the checkpoint is from DQN on CartPole-v1, but the config builds PPO on CartPole-v1" in line
+
+
+def test_unreachable_tracking_server_is_refused(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the discard port: nothing listens
+    code = main(["--config", str(CONF_DIR / "cartpole_dqn.yaml")])
+    line = _one_error_line(code, capsys.readouterr().err)
+    assert "MLFLOW_TRACKING_URI=http://127.0.0.1:9: the tracking server does not answer" in line

@@ -21,7 +21,13 @@ from mbrl_lightning.algorithms import RLModule
 from mbrl_lightning.callbacks import FrameCheckpoint, FrameProgressBar, GracefulInterrupt
 from mbrl_lightning.cli_errors import condense_parser_error, find_configuration_error
 from mbrl_lightning.errors import ConfigurationError, DivergenceError, TrainingInterrupted
-from mbrl_lightning.tracking import ResolvedCheckpoint, flush_metrics, make_logger, resolve_checkpoint
+from mbrl_lightning.tracking import (
+    ResolvedCheckpoint,
+    check_reachable,
+    flush_metrics,
+    make_logger,
+    resolve_checkpoint,
+)
 
 
 class MLflowConfigSaver(SaveConfigCallback):
@@ -97,7 +103,8 @@ class MBRLCLI(LightningCLI):
         parser.add_lightning_class_args(FrameCheckpoint, "checkpoint")
 
     def before_instantiate_classes(self) -> None:
-        """Set CPU threads, and find the checkpoint to resume from; a missing one is an error."""
+        """Check the tracking store, set CPU threads, and find the checkpoint to resume from."""
+        check_reachable()
         if self.config.torch_threads < 0:
             raise ConfigurationError(f"--torch_threads={self.config.torch_threads}: must be 0 (torch default) or more.")
         if self.config.torch_threads:
@@ -113,6 +120,8 @@ class MBRLCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The trainer, logging to a new MLflow run or to the resumed checkpoint's run."""
+        if self.resume is not None:
+            self.resume.check_matches(type(self.model).__name__, self.model.env.env_id)
         tags = {
             "algorithm": type(self.model).__name__,
             "env_id": self.model.env.env_id,

@@ -5,6 +5,12 @@ class ConfigurationError(ValueError):
     """A configuration value is invalid; the message names the key and the allowed values."""
 
 
+def require(valid: bool, key: str, value: object, allowed: str) -> None:
+    """Raise a ConfigurationError ``key=value: allowed`` unless ``valid``."""
+    if not valid:
+        raise ConfigurationError(f"{key}={value!r}: {allowed}.")
+
+
 class DivergenceError(RuntimeError):
     """A loss or a parameter became non-finite; training stopped before any checkpoint of it."""
 

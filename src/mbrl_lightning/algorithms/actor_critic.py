@@ -31,7 +31,7 @@ def make_actor(net: NetFactory, observation_size: int, action_spec: TensorSpec) 
             return_log_prob=True,
         )
     if action_spec.shape == () or not hasattr(action_spec.space, "low"):
-        raise ConfigurationError(f"model: unsupported action space {action_spec}.")
+        raise ConfigurationError(f"model: unsupported action space {type(action_spec).__name__}; expected one-hot or a box.")
     size = int(action_spec.shape[-1])
     body = nn.Sequential(net(observation_size, 2 * size), NormalParamExtractor())
     params = TensorDictModule(body, ["observation"], ["loc", "scale"])

@@ -256,6 +256,8 @@ class RLModule(LightningModule, ABC):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add counters, RNG states, the replay buffer and the MLflow run id to the checkpoint."""
         checkpoint["mbrl"] = {
+            "algorithm": type(self).__name__,
+            "env_id": self.env.env_id,
             "frames": self.frames,
             "episodes": self.episodes,
             "evaluations": self.evaluations,

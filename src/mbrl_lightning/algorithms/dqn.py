@@ -16,7 +16,7 @@ from mbrl_lightning.algorithms.base import Metrics, RLModule
 from mbrl_lightning.data import TRANSITION_KEYS, make_replay_buffer
 from mbrl_lightning.data.replay import StorageKind
 from mbrl_lightning.envs import EnvFactory
-from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.errors import ConfigurationError, require
 from mbrl_lightning.nets import MLP
 
 NetFactory = Callable[[int, int], nn.Module]
@@ -71,9 +71,17 @@ class DQN(RLModule):
         # The CLI logs the whole resolved config; the logger must not see hparams again on resume.
         self.save_hyperparameters(ignore=["env", "q_net"], logger=False)
         if not hasattr(self.action_spec, "space") or not hasattr(self.action_spec.space, "n"):
-            raise ConfigurationError(f"model: DQN needs a discrete action space; {env.env_id} has {self.action_spec}.")
-        if target_tau is not None and not 0.0 < target_tau <= 1.0:
-            raise ConfigurationError(f"model.target_tau={target_tau}: must lie in (0, 1].")
+            raise ConfigurationError(
+                f"model: DQN needs discrete actions, but {env.env_id} has continuous actions of shape "
+                f"{tuple(self.action_spec.shape)}; use an algorithm for continuous actions such as PPO."
+            )
+        require(target_tau is None or 0.0 < target_tau <= 1.0, "model.target_tau", target_tau, "must lie in (0, 1]")
+        require(lr > 0, "model.lr", lr, "must be positive")
+        require(0.0 < gamma <= 1.0, "model.gamma", gamma, "must lie in (0, 1]")
+        require(batch_size >= 1, "model.batch_size", batch_size, "must be a positive integer")
+        require(buffer_size >= batch_size, "model.buffer_size", buffer_size,
+                f"must hold at least one batch (model.batch_size={batch_size})")
+        require(updates_per_batch >= 1, "model.updates_per_batch", updates_per_batch, "must be a positive integer")
         self.lr = lr
         self.learning_starts = learning_starts
         self.updates_per_batch = updates_per_batch

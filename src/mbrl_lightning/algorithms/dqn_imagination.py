@@ -14,7 +14,7 @@ from mbrl_lightning.algorithms.base import Metrics
 from mbrl_lightning.algorithms.dqn import DQN
 from mbrl_lightning.data import TRANSITION_KEYS, make_replay_buffer
 from mbrl_lightning.envs import EnvFactory
-from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.errors import require
 from mbrl_lightning.imagination import Propagation, imagine
 from mbrl_lightning.world_models import MLPWorldModel, WorldModel
 from mbrl_lightning.world_models.learner import WorldModelLearner
@@ -70,8 +70,9 @@ class ImaginationDQN(DQN):
         **kwargs: Any,
     ) -> None:
         super().__init__(env=env, **kwargs)
-        if not 0.0 <= imagined_fraction < 1.0:
-            raise ConfigurationError(f"model.imagined_fraction={imagined_fraction}: must lie in [0, 1).")
+        require(0.0 <= imagined_fraction < 1.0, "model.imagined_fraction", imagined_fraction, "must lie in [0, 1)")
+        require(imagination_horizon >= 1, "model.imagination_horizon", imagination_horizon, "must be a positive integer")
+        require(model_lr > 0, "model.model_lr", model_lr, "must be positive")
         self.model_lr = model_lr
         self.imagination_starts = imagination_starts
         self.imagination_horizon = imagination_horizon

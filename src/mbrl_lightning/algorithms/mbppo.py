@@ -16,7 +16,7 @@ from mbrl_lightning.algorithms.ppo import PPO
 from mbrl_lightning.curiosity import Curiosity, FixedBeta
 from mbrl_lightning.data import TRANSITION_KEYS, make_replay_buffer
 from mbrl_lightning.envs import EnvFactory
-from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.errors import require
 from mbrl_lightning.imagination import Propagation, imagine
 from mbrl_lightning.world_models import MLPWorldModel, WorldModel
 from mbrl_lightning.world_models.learner import WorldModelLearner
@@ -107,10 +107,12 @@ class ModelBasedPPO(PPO):
         **kwargs: Any,
     ) -> None:
         super().__init__(env=env, **kwargs)
-        if not 0 <= min_rollouts <= max_rollouts:
-            raise ConfigurationError(
-                f"model.min_rollouts={min_rollouts}, model.max_rollouts={max_rollouts}: need 0 <= min <= max."
-            )
+        require(0 <= min_rollouts <= max_rollouts, "model.min_rollouts", min_rollouts,
+                f"must lie in [0, model.max_rollouts={max_rollouts}]")
+        require(imagination_horizon >= 1, "model.imagination_horizon", imagination_horizon, "must be a positive integer")
+        require(imagination_iterations >= 1, "model.imagination_iterations", imagination_iterations,
+                "must be a positive integer")
+        require(model_lr > 0, "model.model_lr", model_lr, "must be positive")
         self.model_lr = model_lr
         self.imagination = imagination
         self.imagination_horizon = imagination_horizon

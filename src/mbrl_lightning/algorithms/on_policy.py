@@ -15,7 +15,7 @@ from torchrl.objectives.value import GAE
 from mbrl_lightning.algorithms.actor_critic import NetFactory, make_actor, make_critic
 from mbrl_lightning.algorithms.base import Metrics, RLModule
 from mbrl_lightning.envs import EnvFactory
-from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.errors import require
 from mbrl_lightning.nets import MLP
 
 WEIGHT_KEY = "weight"
@@ -67,8 +67,11 @@ class OnPolicyModule(RLModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(env=env, **kwargs)
-        if minibatch_size < 0 or epochs < 1:
-            raise ConfigurationError(f"model.epochs={epochs}, model.minibatch_size={minibatch_size}: need epochs >= 1, minibatch_size >= 0.")
+        require(lr > 0, "model.lr", lr, "must be positive")
+        require(0.0 < gamma <= 1.0, "model.gamma", gamma, "must lie in (0, 1]")
+        require(0.0 <= gae_lambda <= 1.0, "model.gae_lambda", gae_lambda, "must lie in [0, 1]")
+        require(epochs >= 1, "model.epochs", epochs, "must be a positive integer")
+        require(minibatch_size >= 0, "model.minibatch_size", minibatch_size, "must be 0 (whole batch) or positive")
         self.lr = lr
         self.anneal_lr = anneal_lr
         self.gamma = gamma

@@ -1,6 +1,12 @@
 """MLflow tracking: the default store, run loggers and checkpoint lookup."""
 
 from mbrl_lightning.tracking.checkpoints import ResolvedCheckpoint, resolve_checkpoint
-from mbrl_lightning.tracking.store import DEFAULT_TRACKING_URI, flush_metrics, make_logger, tracking_uri
+from mbrl_lightning.tracking.store import (
+    DEFAULT_TRACKING_URI,
+    check_reachable,
+    flush_metrics,
+    make_logger,
+    tracking_uri,
+)
 
-__all__ = ["DEFAULT_TRACKING_URI", "ResolvedCheckpoint", "flush_metrics", "make_logger", "resolve_checkpoint", "tracking_uri"]
+__all__ = ["DEFAULT_TRACKING_URI", "ResolvedCheckpoint", "check_reachable", "flush_metrics", "make_logger", "resolve_checkpoint", "tracking_uri"]

@@ -16,16 +16,36 @@ from mbrl_lightning.tracking.store import tracking_uri
 
 @dataclass(frozen=True)
 class ResolvedCheckpoint:
-    """A local checkpoint file and the MLflow run it belongs to."""
+    """A local checkpoint file, the MLflow run it belongs to, and what trained it."""
 
     path: Path
     run_id: str | None
+    algorithm: str | None = None
+    env_id: str | None = None
+
+    def check_matches(self, algorithm: str, env_id: str) -> None:
+        """Refuse to resume a checkpoint of another algorithm or environment."""
+        if (self.algorithm, self.env_id) != (algorithm, env_id):
+            raise ConfigurationError(
+                f"--ckpt_path {self.path}: the checkpoint is from {self.algorithm} on {self.env_id}, "
+                f"but the config builds {algorithm} on {env_id}; pass the config the run was trained with."
+            )
 
 
-def read_run_id(path: Path) -> str | None:
-    """The MLflow run id stored in a checkpoint, if any."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    return checkpoint.get("mbrl", {}).get("mlflow_run_id")
+def read_checkpoint(path: Path, run_id: str | None = None) -> ResolvedCheckpoint:
+    """Read a checkpoint's run id and origin; a file that is no mbrl-lightning checkpoint is an error.
+
+    Loading uses ``weights_only=True``: a checkpoint can hold tensors and plain data, never code.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        extras = checkpoint["mbrl"]
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise ConfigurationError(
+            f"--ckpt_path {path}: not a readable mbrl-lightning checkpoint ({type(error).__name__}); "
+            "use another checkpoint or runs:/<run_id>."
+        ) from None
+    return ResolvedCheckpoint(path, extras.get("mlflow_run_id") or run_id, extras.get("algorithm"), extras.get("env_id"))
 
 
 def _download_last(run_id: str, download_dir: Path) -> Path:
@@ -71,8 +91,8 @@ def resolve_checkpoint(ckpt_path: str, experiment_name: str, checkpoint_root: Pa
                     f"--ckpt_path {ckpt_path}: run {run_id} has no {ARTIFACT_DIR}/{LAST_CHECKPOINT} in "
                     f"{tracking_uri()} ({type(error).__name__})."
                 ) from None
-        return ResolvedCheckpoint(local, read_run_id(local) or run_id)
+        return read_checkpoint(local, run_id)
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigurationError(f"--ckpt_path {ckpt_path}: no such checkpoint file.")
-    return ResolvedCheckpoint(path, read_run_id(path))
+    return read_checkpoint(path)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import mlflow
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.tracking import MlflowClient
+
+from mbrl_lightning.errors import ConfigurationError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = Path("mlruns") / "artifacts"
@@ -55,6 +58,30 @@ def make_logger(
         # would otherwise cost more than a small network's update.
         synchronous=False,
     )
+
+
+def check_reachable() -> None:
+    """Fail fast, in one line, when a configured tracking server does not answer."""
+    if uses_embedded_store():
+        return
+    uri = tracking_uri()
+    # One quick try instead of MLflow's minutes of retries with backoff.
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {key: os.environ.get(key) for key in quick}
+    os.environ.update(quick)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # connection, HTTP and authentication errors all mean: not usable
+        raise ConfigurationError(
+            f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({type(error).__name__}); "
+            "start it, fix the address, or unset MLFLOW_TRACKING_URI to use the embedded store."
+        ) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def flush_metrics() -> None:

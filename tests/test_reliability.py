@@ -74,3 +74,23 @@ def test_a_signal_stops_at_a_batch_boundary_with_a_checkpoint_and_resumes(sent: 
                                 "--ckpt_path", "last"))
     steps = [m.step for m in MlflowClient(tracking_uri()).get_metric_history(resumed.trainer.logger.run_id, "train/env_frames")]
     assert resumed.model.frames == frames + 128, sorted(steps)
+
+
+def test_a_checkpoint_write_that_dies_halfway_never_replaces_the_good_one() -> None:
+    from types import SimpleNamespace
+
+    from mbrl_lightning.callbacks import FrameCheckpoint
+
+    run_fit(*fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "256"))
+    (good,) = Path("checkpoints").rglob("last.ckpt")
+    before = good.read_bytes()
+
+    def dies_halfway(path, weights_only=False) -> None:
+        Path(path).write_bytes(before[: len(before) // 2])
+        raise OSError("disk full")
+
+    trainer = SimpleNamespace(save_checkpoint=dies_halfway, is_global_zero=True, logger=None)
+    with pytest.raises(OSError, match="disk full"):
+        FrameCheckpoint(dirpath=str(good.parent)).save(trainer)
+    assert good.read_bytes() == before
+    assert _frames_in(good) == 256

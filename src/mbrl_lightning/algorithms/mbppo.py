@@ -201,12 +201,8 @@ class ModelBasedPPO(PPO):
         if imagined is None:
             return metrics
         if self.curiosity is not None and self.intrinsic_on_imagined:
-            with torch.no_grad():
-                bonus = self.curiosity.intrinsic_reward(imagined.reshape(-1)).reshape(imagined.shape)
-            imagined["next", "reward"] = imagined["next", "reward"] + self.beta.value * bonus.unsqueeze(-1)
-        samples = self.add_advantages(imagined).reshape(-1)
-        samples = samples[samples[WEIGHT_KEY] > 0]
-        samples.set(WEIGHT_KEY, samples[WEIGHT_KEY] * self.imagined_weight())
+            self.add_curiosity_bonus(imagined)
+        samples = self.imagined_samples(imagined)
         metrics.update({f"imagination/{key.split('/')[-1]}": value for key, value in self.optimize(samples).items()
                         if key.startswith("loss/")})
         return metrics
@@ -241,16 +237,27 @@ class ModelBasedPPO(PPO):
         return self.imagination_discount * self.confidence if self.weight_imagined else 1.0
 
     @torch.no_grad()
+    def add_curiosity_bonus(self, trajectories: TensorDictBase) -> torch.Tensor:
+        """Add ``beta`` times the curiosity reward to the rewards of ``[..., time]`` trajectories; return it."""
+        bonus = self.curiosity.intrinsic_reward(trajectories.reshape(-1)).reshape(trajectories.shape)
+        trajectories["next", "reward"] = trajectories["next", "reward"] + self.beta.value * bonus.unsqueeze(-1)
+        return bonus
+
     def add_intrinsic_rewards(self, batch: TensorDictBase, imagined: TensorDictBase | None) -> Metrics:
-        """Add ``beta`` times the curiosity reward to real (and imagined) rewards, in place."""
-        real_bonus = self.curiosity.intrinsic_reward(batch.reshape(-1)).reshape(batch.shape)
-        batch["next", "reward"] = batch["next", "reward"] + self.beta.value * real_bonus.unsqueeze(-1)
-        metrics = {"curiosity/intrinsic_reward": real_bonus.mean().item(), "curiosity/beta": self.beta.value}
+        """Add curiosity bonuses to real (and imagined) rewards, in place."""
+        metrics = {"curiosity/intrinsic_reward": self.add_curiosity_bonus(batch).mean().item(),
+                   "curiosity/beta": self.beta.value}
         if imagined is not None and self.intrinsic_on_imagined:
-            bonus = self.curiosity.intrinsic_reward(imagined.reshape(-1)).reshape(imagined.shape)
-            imagined["next", "reward"] = imagined["next", "reward"] + self.beta.value * bonus.unsqueeze(-1)
-            metrics["curiosity/intrinsic_reward_imagined"] = bonus[imagined["weight"] > 0].mean().item()
+            bonus = self.add_curiosity_bonus(imagined)
+            metrics["curiosity/intrinsic_reward_imagined"] = bonus[imagined[WEIGHT_KEY] > 0].mean().item()
         return metrics
+
+    def imagined_samples(self, imagined: TensorDictBase) -> TensorDictBase:
+        """GAE on imagined trajectories, then their live steps, flat, weighted for the PPO loss."""
+        samples = self.add_advantages(imagined).reshape(-1)
+        samples = samples[samples[WEIGHT_KEY] > 0]
+        samples.set(WEIGHT_KEY, samples[WEIGHT_KEY] * self.imagined_weight())
+        return samples
 
     def mixed_samples(self, batch: TensorDictBase, imagined: TensorDictBase | None) -> TensorDictBase:
         """GAE on each set of trajectories, then one flat batch with per-sample weights."""
@@ -258,9 +265,7 @@ class ModelBasedPPO(PPO):
         real.set(WEIGHT_KEY, torch.ones(real.shape, device=real.device))
         if imagined is None:
             return real
-        imagined = self.add_advantages(imagined).reshape(-1)
-        imagined = imagined[imagined[WEIGHT_KEY] > 0]
-        imagined.set(WEIGHT_KEY, imagined[WEIGHT_KEY] * self.imagined_weight())
+        imagined = self.imagined_samples(imagined)
         keys = set(real.keys(True, True)) & set(imagined.keys(True, True))
         return torch.cat([real.select(*keys), imagined.select(*keys)], 0)
 

@@ -26,7 +26,7 @@ test: setup
 	$(PY) -m pytest -q
 
 benchmark: setup
-	$(PY) benchmarks/dqn_cartpole_solve.py
+	$(PY) benchmarks/solve_cartpole.py --config conf/cartpole_dqn.yaml
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db

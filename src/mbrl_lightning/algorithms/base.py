@@ -87,6 +87,9 @@ class RLModule(LightningModule, ABC):
         self.replay_buffer: ReplayBuffer | None = None
         self._clock: tuple[float, int] | None = None
         self.progress: Metrics = {}
+        self._stream: CollectorStream | None = None
+        # In-flight episodes read from a checkpoint, continued by the next collector.
+        self._episodes_to_continue: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- what a subclass says
     @property
@@ -126,12 +129,14 @@ class RLModule(LightningModule, ABC):
     # ----------------------------------------------------------------- data
     def train_dataloader(self) -> CollectorStream:
         """Real transitions from the collector, one batch per training step, until the budget ends."""
-        return CollectorStream(
+        self._stream = CollectorStream(
             make_env=lambda: self.env.make(seed=self.seed + self.frames),
             policy=self.exploration_policy,
             frames_per_batch=self.frames_per_batch,
             frames_left=lambda: self.total_frames - self.frames,
         )
+        self._stream.load_state_dict(self._episodes_to_continue)
+        return self._stream
 
     def training_step(self, dataloader_iter: Iterator) -> None:
         """Take one collected batch, update on it, evaluate when due, log by env frames."""
@@ -271,6 +276,7 @@ class RLModule(LightningModule, ABC):
             },
             "buffers": {name: buffer.state_dict() for name, buffer in self.checkpointed_buffers().items()},
             "mlflow_run_id": getattr(self.logger, "run_id", None),
+            "episodes_in_flight": self._stream.state_dict() if self._stream is not None else {},
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -283,6 +289,10 @@ class RLModule(LightningModule, ABC):
         self.seed = extras["seed"]
         for name, buffer in self.checkpointed_buffers().items():
             buffer.load_state_dict(extras["buffers"][name])
+        # Older checkpoints have no in-flight episodes: the resumed run starts new ones.
+        self._episodes_to_continue = extras.get("episodes_in_flight", {})
+        if self._stream is not None:
+            self._stream.load_state_dict(self._episodes_to_continue)
         rng = extras["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():

@@ -17,6 +17,7 @@ from torchrl.envs import (
     TransformedEnv,
 )
 
+from mbrl_lightning.envs.episode_replay import EpisodeRecorder
 from mbrl_lightning.errors import ConfigurationError
 
 
@@ -107,7 +108,8 @@ class EnvFactory:
             num_envs=num_envs or self.num_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-            wrappers=[_DropTransitionProbability],
+            # The recorder is outermost, so it sees exactly the actions the copy receives.
+            wrappers=[_DropTransitionProbability, EpisodeRecorder],
             **kwargs,
         )
         # TorchRL fills the final observation of copies that did not finish with the spec's zero, which

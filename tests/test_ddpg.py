@@ -95,3 +95,24 @@ def test_ou_noise_is_correlated_in_time_and_restarts_with_episodes() -> None:
 def test_discrete_actions_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="continuous actions"):
         DDPG(EnvFactory("CartPole-v1"))
+
+
+def test_imagination_ddpg_fits_and_logs_the_contract_metrics() -> None:
+    from mbrl_lightning.algorithms import ImaginationDDPG
+    from mbrl_lightning.curiosity import ImaginationEntropy
+
+    seed_everything(0)
+    model = _task_model(
+        ImaginationDDPG, total_frames=400, updates_per_batch=4, model_updates_per_batch=4,
+        imagination=lambda o, a: ImaginationEntropy(o, a, rollouts=4, horizon=2, curiosity_beta=1.0),
+    )
+    logged: dict[str, float] = {}
+    model.log_frames = lambda metrics: logged.update(metrics)
+    _fit(model)
+    for key in ("imagination/entropy", "imagination/rollouts", "curiosity/entropy_reward",
+                "curiosity/forward_error_reward", "curiosity/intrinsic_reward", "world_model/val_loss",
+                "world_model/train_loss", "loss/actor", "loss/critic"):
+        assert key in logged, key
+    assert logged["imagination/entropy"] > 0
+    assert 0 < logged["curiosity/intrinsic_reward"] < 2  # two tanh-squashed terms
+    assert logged["imagination/rollouts"] == 64 * 4

@@ -6,7 +6,7 @@
 Each (env, algorithm, seed) is a ``fit`` of ``conf/<env>.yaml`` (DDPG) or ``conf/<env>_imagination.yaml``
 through the CLI with ``total_frames`` = the largest budget, logged to the MLflow experiment
 ``benchmark_<config>``. The return at a budget is the deterministic evaluation (``eval/return_mean``)
-logged at that frame count. ``train_fps`` is real env frames per second of training (collection and
+logged at that frame count (on the collected batch that crosses it). ``train_fps`` is real env frames per second of training (collection and
 learning, evaluations excluded: frames / ``train/seconds``). One line per run, then one summary line
 per (env, algorithm, budget) with the mean over seeds and a 95% Student-t interval (null for one seed),
 next to the rl-baselines3-zoo DDPG score after 1M frames.
@@ -48,7 +48,8 @@ def run(env: str, algorithm: str, seed: int, budgets: list[int], eval_every: int
     client = MlflowClient(tracking_uri())
     evals = {m.step: m.value for m in client.get_metric_history(run_id, "eval/return_mean")}
     seconds = max(client.get_metric_history(run_id, "train/seconds"), key=lambda m: m.step)
-    returns = {str(b): evals.get(b) for b in budgets}
+    # Evaluations run on the batch that crosses a multiple of eval_every, so at most one batch past it.
+    returns = {str(b): next((evals[step] for step in sorted(evals) if step >= b), None) for b in budgets}
     return {"env": env, "algorithm": algorithm, "config": config, "overrides": overrides, "seed": seed,
             "returns": returns, "eval_curve": sorted(evals.items()),
             "train_fps": round(seconds.step / max(seconds.value, 1e-9), 1),
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=int, nargs="+", default=[100_000, 300_000])
     parser.add_argument("--eval_every", type=int, default=10_000, help="frames between evaluations; divides the budgets")
+    # (a budget that is no multiple of frames_per_batch is read at the batch that crosses it)
     parser.add_argument("--eval_episodes", type=int, default=5)
     parser.add_argument("overrides", nargs="*", help="extra fit.py overrides, after --")
     args = parser.parse_args()

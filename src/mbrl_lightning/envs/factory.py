@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
+import torch
 from gymnasium.vector import AutoresetMode
 from torchrl.envs import (
     Compose,
     DoubleToFloat,
     EnvBase,
     GymWrapper,
+    InitTracker,
+    ObservationNorm,
     RewardSum,
     StepCounter,
     TransformedEnv,
@@ -20,6 +23,11 @@ from torchrl.envs import (
 from mbrl_lightning.envs.episode_replay import EpisodeRecorder
 from mbrl_lightning.errors import ConfigurationError
 
+Vectorization = Literal["sync", "async"]
+# Seed of the random-policy frames that fix the observation statistics: a constant, so every run,
+# evaluation env and resumed run of an experiment normalises with the same numbers.
+OBSERVATION_STATS_SEED = 12345
+
 
 def _register_optional_suites(env_id: str) -> None:
     """Register the env suites that live in separate packages, only when the id needs them."""
@@ -27,6 +35,14 @@ def _register_optional_suites(env_id: str) -> None:
         import ale_py
 
         gym.register_envs(ale_py)
+    if "Minitaur" in env_id:
+        from mbrl_lightning.envs.minitaur import register_minitaur
+
+        register_minitaur()
+    elif "Bullet" in env_id:
+        import pybullet_envs_gymnasium
+
+        gym.register_envs(pybullet_envs_gymnasium)
 
 
 def validate_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
@@ -71,11 +87,20 @@ class EnvFactory:
     observation space (toy-text) present states and actions as integer indices; all others keep
     TorchRL's default one-hot actions.
 
+    Costly simulators (pybullet) can instead step each copy in its own subprocess
+    (``vectorization: async``), which pays off only when a step costs far more than the
+    inter-process round trip and there are free cores. With ``observation_norm_frames`` the
+    observations are standardised by TorchRL's ``ObservationNorm`` with a per-feature mean and
+    standard deviation measured once on that many random-policy frames (fixed seed).
+
     Args:
         env_id: gymnasium id, e.g. ``CartPole-v1``.
         num_envs: copies stepped together when collecting training data.
         max_episode_steps: overrides the id's time limit when set.
         env_kwargs: extra keyword arguments for ``gymnasium.make``.
+        vectorization: ``sync`` (all copies in this process) or ``async`` (one subprocess per copy).
+        observation_norm_frames: random-policy frames that fix the observation statistics (0: no normalisation).
+        track_episode_starts: add an ``is_init`` flag (TorchRL ``InitTracker``), e.g. for OU exploration noise.
     """
 
     def __init__(
@@ -84,14 +109,25 @@ class EnvFactory:
         num_envs: int = 1,
         max_episode_steps: int | None = None,
         env_kwargs: dict[str, Any] | None = None,
+        vectorization: Vectorization = "sync",
+        observation_norm_frames: int = 0,
+        track_episode_starts: bool = False,
     ) -> None:
         if num_envs < 1:
             raise ConfigurationError(f"env.num_envs={num_envs}: must be a positive integer.")
+        if vectorization not in ("sync", "async"):
+            raise ConfigurationError(f"env.vectorization={vectorization!r}: allowed values are 'sync', 'async'.")
+        if observation_norm_frames < 0:
+            raise ConfigurationError(f"env.observation_norm_frames={observation_norm_frames}: must be 0 or more.")
         self.spec = validate_env_id(env_id)
         self.env_id = env_id
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
         self.env_kwargs = dict(env_kwargs or {})
+        self.vectorization = vectorization
+        self.observation_norm_frames = observation_norm_frames
+        self.track_episode_starts = track_episode_starts
+        self._observation_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def episode_step_limit(self) -> int | None:
@@ -100,13 +136,16 @@ class EnvFactory:
 
     def make(self, num_envs: int | None = None, seed: int | None = None) -> EnvBase:
         """A batched env of ``num_envs`` copies (default: the training count), seeded if asked."""
+        return self._make(num_envs, seed, normalize=self.observation_norm_frames > 0)
+
+    def _make(self, num_envs: int | None, seed: int | None, normalize: bool) -> EnvBase:
         kwargs = dict(self.env_kwargs)
         if self.max_episode_steps is not None:
             kwargs["max_episode_steps"] = self.max_episode_steps
         vector_env = gym.make_vec(
             self.env_id,
             num_envs=num_envs or self.num_envs,
-            vectorization_mode="sync",
+            vectorization_mode=self.vectorization,
             vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
             # The recorder is outermost, so it sees exactly the actions the copy receives.
             wrappers=[_DropTransitionProbability, EpisodeRecorder],
@@ -116,14 +155,39 @@ class EnvFactory:
         # is no valid one-hot vector; integer encoding keeps Discrete states (toy-text envs) valid.
         integer_states = isinstance(vector_env.single_observation_space, gym.spaces.Discrete)
         wrapper = GymWrapper(vector_env, categorical_action_encoding=integer_states)
-        env = TransformedEnv(wrapper, self.transforms(), auto_unwrap=True)
+        transforms = self.transforms()
+        if normalize:
+            loc, scale = self.observation_stats()
+            transforms.append(ObservationNorm(loc=loc, scale=scale, in_keys=["observation"], standard_normal=True))
+        env = TransformedEnv(wrapper, transforms, auto_unwrap=True)
         if seed is not None:
             env.set_seed(seed)
         return env
 
     def transforms(self) -> Compose:
         """Transforms every algorithm relies on: step and return counters, float32 data."""
-        return Compose(StepCounter(), RewardSum(), DoubleToFloat())
+        transforms = Compose(StepCounter(), RewardSum(), DoubleToFloat())
+        if self.track_episode_starts:
+            transforms.append(InitTracker())
+        return transforms
+
+    @torch.no_grad()
+    def observation_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature mean and standard deviation of observations under a uniformly random policy."""
+        if self._observation_stats is None:
+            env = self._make(num_envs=1, seed=OBSERVATION_STATS_SEED, normalize=False)
+            try:
+                with torch.random.fork_rng():
+                    torch.manual_seed(OBSERVATION_STATS_SEED)
+                    rollout = env.rollout(self.observation_norm_frames, break_when_any_done=False)
+            finally:
+                env.close()
+            observations = rollout["observation"].reshape(-1, rollout["observation"].shape[-1])
+            # Features that never move under a random policy keep unit scale instead of exploding.
+            scale = observations.std(0)
+            scale = torch.where(scale > 1e-6, scale, torch.ones_like(scale))
+            self._observation_stats = (observations.mean(0), scale)
+        return self._observation_stats
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(env_id={self.env_id!r}, num_envs={self.num_envs})"

@@ -35,14 +35,17 @@ def _register_optional_suites(env_id: str) -> None:
         import ale_py
 
         gym.register_envs(ale_py)
-    if "Minitaur" in env_id:
+    elif "Minitaur" in env_id:
         from mbrl_lightning.envs.minitaur import register_minitaur
 
         register_minitaur()
     elif "Bullet" in env_id:
+        # pybullet's own pybullet_envs imports the retired gym; this package registers gymnasium ids.
         import pybullet_envs_gymnasium
 
         gym.register_envs(pybullet_envs_gymnasium)
+    elif env_id.startswith("mbrl_lightning/"):
+        import mbrl_lightning.envs.arm  # noqa: F401  (registers the project's own envs)
 
 
 def validate_env_id(env_id: str) -> gym.envs.registration.EnvSpec:

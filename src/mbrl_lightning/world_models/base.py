@@ -98,11 +98,21 @@ class WorldModel(nn.Module, ABC):
     def predict(self, observation: torch.Tensor, action: torch.Tensor) -> Prediction:
         """Every member's prediction for a batch of observations and actions."""
         out = self.raw_output(self.model_inputs(observation, action))
+        return self._prediction(observation.unsqueeze(0), out)
+
+    def predict_grouped(self, observation: torch.Tensor, action: torch.Tensor) -> Prediction:
+        """Member ``m`` predicts only for its own rows: inputs ``[members, batch, ...]`` (trajectory sampling)."""
+        if observation.dim() != 3 or observation.shape[0] != self.num_members:
+            raise ValueError(f"predict_grouped needs inputs [members={self.num_members}, batch, ...], got {tuple(observation.shape)}.")
+        return self._prediction(observation, self.raw_output(self.model_inputs(observation, action)))
+
+    def _prediction(self, observation: torch.Tensor, out: RawOutput) -> Prediction:
+        """Network outputs in environment units; ``observation`` broadcasts against the member dim."""
         size = self.observation_size
         delta = self.delta_normalizer.denormalize(out.mean[..., :size])
         reward = self.reward_normalizer.denormalize(out.mean[..., size:])
         prediction = Prediction(
-            next_observation=observation.unsqueeze(0) + delta,
+            next_observation=observation + delta,
             reward=reward,
             done_probability=torch.sigmoid(out.done_logit),
         )

@@ -1,0 +1,77 @@
+"""PETS learns Pendulum from a few hundred real frames; MCTS and known-model MPC run through the CLI."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import fit_args, run_fit
+from lightning.pytorch import Callback
+
+from mbrl_lightning.algorithms.pets import PETS
+from mbrl_lightning.cli import main
+from mbrl_lightning.envs import EnvFactory
+from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.planners import MCTSPlanner
+
+
+class EpisodeReturns(Callback):
+    """Records every finished training episode's return."""
+
+    def __init__(self) -> None:
+        self.returns: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *_: object) -> None:
+        value = trainer.callback_metrics.get("train/episode_return")
+        if value is not None and pl_module.frames % 200 == 0:
+            self.returns.append(float(value))
+
+
+# Small enough for the test suite: 4 episodes (one random), a smaller planner than the config's.
+SMALL_PETS = (
+    "--model.total_frames", "800", "--model.eval_every_frames", "0",
+    "--model.planner.init_args.population", "100", "--model.planner.init_args.elites", "10",
+    "--model.planner.init_args.iterations", "3", "--model.model_updates_per_batch", "150",
+)
+
+
+def test_pets_improves_pendulum_return_within_800_frames() -> None:
+    returns = EpisodeReturns()
+    cli = run_fit(*fit_args("pendulum_pets.yaml", *SMALL_PETS), callbacks=(returns,))
+    assert isinstance(cli.model, PETS)
+    random_episode, *planned = returns.returns
+    assert len(planned) == 3
+    # A random Pendulum episode scores about -1200 or worse; planning with a learned model swings up.
+    assert random_episode < -900
+    assert max(planned) > random_episode + 500
+    assert max(planned) > -500
+    metrics = cli.trainer.callback_metrics
+    assert float(metrics["world_model/val_loss"]) < 0.5
+    assert float(metrics["planner/seconds_per_action"]) > 0
+
+
+def test_mcts_agent_trains_on_cartpole_and_plans_with_its_model() -> None:
+    cli = run_fit(*fit_args("cartpole_mcts.yaml", "--model.total_frames", "500", "--model.eval_every_frames", "500",
+                            "--model.eval_episodes", "1", "--model.planner.init_args.num_simulations", "8",
+                            "--model.model_updates_per_batch", "50"))
+    assert isinstance(cli.model.planner, MCTSPlanner)
+    metrics = cli.trainer.callback_metrics
+    # Random play lasts about 22 steps; searching the learned model keeps the pole up far longer.
+    assert float(metrics["eval/return_mean"]) > 60
+    assert float(metrics["planner/seconds_per_action"]) > 0
+
+
+def test_known_model_mpc_reaches_arm_targets() -> None:
+    cli = run_fit(*fit_args("arm_known_mpc.yaml", "--model.total_frames", "50", "--model.eval_every_frames", "50",
+                            "--model.eval_episodes", "4"))
+    # Summed tip distance over 50 steps: the arm starts 0.4 to 3 away and must travel first.
+    assert float(cli.trainer.callback_metrics["eval/return_mean"]) > -40
+    assert cli.model.frames == 50
+
+
+def test_mcts_planner_on_continuous_actions_is_a_one_line_error(capsys: pytest.CaptureFixture) -> None:
+    code = main(fit_args("pendulum_pets.yaml", "--model.planner", "mbrl_lightning.planners.MCTSPlanner"))
+    assert code == 2
+    assert "discrete actions" in capsys.readouterr().err
+    assert main(fit_args("pendulum_pets.yaml", "--model.propagation", "sometimes")) == 2
+    assert "propagation" in capsys.readouterr().err
+    with pytest.raises(ConfigurationError, match="model.random_frames"):
+        PETS(env=EnvFactory("Pendulum-v1"), random_frames=-1)

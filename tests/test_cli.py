@@ -31,7 +31,7 @@ def test_fit_with_overrides_logs_run_to_mlflow(subprocess_env) -> None:
     experiment = client.get_experiment_by_name("cartpole_dqn")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "override-check"
-    assert run.data.params["model.init_args.gamma"] == "0.98"
+    assert run.data.params["model.gamma"] == "0.98"
     assert run.data.tags["algorithm"] == "DQN"
     assert run.data.tags["env_id"] == "CartPole-v1"
     assert run.data.tags["seed"] == "3"

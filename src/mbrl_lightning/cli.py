@@ -184,6 +184,8 @@ class MBRLCLI(LightningCLI):
 def quiet_libraries() -> None:
     """Keep the terminal for the progress bar: library chatter that users cannot act on goes."""
     logging.getLogger("torchrl").setLevel(logging.WARNING)
+    # Creating the embedded store's tables is routine, not news.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     # Lightning's start-up notes (hardware lines, seed, advertisements) say what the start line says.
     chatter = ("💡", "GPU available", "TPU available", "HPU available", "Seed set to")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):

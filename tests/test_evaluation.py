@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import runpy
+import shutil
 from pathlib import Path
 
 import gymnasium as gym
 import mlflow
 import pytest
 import torch
-from conftest import fit_args, run_fit
+from conftest import REPO_ROOT, fit_args, run_fit
 from mlflow.tracking import MlflowClient
 from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
+from torchrl.envs.utils import RandomPolicy
 
+from mbrl_lightning.envs import EnvFactory
+from mbrl_lightning.evaluation import record_episode
 from mbrl_lightning.tracking import tracking_uri
 from mbrl_lightning.video import read_video, write_video
 
@@ -83,3 +88,37 @@ def test_gif_keeps_distinct_frames(tmp_path: Path) -> None:
     frames = [torch.full((32, 48, 3), 20 * i, dtype=torch.uint8).numpy() for i in range(7)]
     decoded = read_video(write_video(frames, tmp_path / "clip.gif", fps=10))
     assert len(decoded) == 7 and decoded[3].shape == (32, 48, 3)
+
+
+def test_evaluate_script_by_file_and_run_id(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cli = run_fit(*fit_args("cartpole_dqn.yaml", *TINY, "--model.eval_episodes", "3"))
+    model, run_id = cli.model, cli.trainer.logger.run_id
+    mlflow.flush_async_logging()
+    final = _history(run_id, "eval/return_mean")[1024]
+    evaluate = runpy.run_path(str(REPO_ROOT / "scripts" / "evaluate.py"))["main"]
+    seed = str(model.eval_seed(model.evaluations - 1))
+    # last.ckpt holds the weights of the final evaluation: the same seeds give the same mean.
+    for source in (str(cli.frame_checkpoint.last_path), f"runs:/{run_id}"):
+        capsys.readouterr()
+        assert evaluate(["--ckpt_path", source, "--episodes", "3", "--seed", seed]) == 0
+        out = capsys.readouterr().out
+        assert f"return mean {final:.2f}" in out, out
+    # Without the local files the run's best.ckpt and config come from the MLflow artifact store.
+    shutil.rmtree("checkpoints")
+    video = tmp_path / "agent.mp4"
+    assert evaluate(["--ckpt_path", f"runs:/{run_id}", "--best", "--episodes", "1", "--video", str(video)]) == 0
+    out = capsys.readouterr().out
+    length = int(out.split("return mean")[1].split("mean length ")[1].split(".")[0])
+    assert len(read_video(video)) == length
+    assert evaluate(["--ckpt_path", "missing.ckpt"]) == 2
+    assert "no such checkpoint file" in capsys.readouterr().err
+
+
+def test_atari_episode_renders_headless() -> None:
+    factory = EnvFactory("ALE/Pong-v5")
+    probe = factory.make(num_envs=1)
+    policy = RandomPolicy(probe.full_action_spec["action"])
+    probe.close()
+    episode = record_episode(factory, policy, seed=0, max_steps=20)
+    assert len(episode.frames) == episode.length == 20
+    assert episode.frames[0].shape == (210, 160, 3) and episode.frames[0].std() > 0

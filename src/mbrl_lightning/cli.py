@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 import warnings
@@ -184,6 +185,8 @@ class MBRLCLI(LightningCLI):
 def quiet_libraries() -> None:
     """Keep the terminal for the progress bar: library chatter that users cannot act on goes."""
     logging.getLogger("torchrl").setLevel(logging.WARNING)
+    # Downloading a checkpoint or config is quick; its progress bars would push the start line away.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Creating the embedded store's tables is routine, not news.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     # Lightning's start-up notes (hardware lines, seed, advertisements) say what the start line says.

@@ -110,19 +110,20 @@ def record_episode(
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             for _ in range(max_steps):
                 frames.append(_render(env))
-                td = env.step(policy(td.to(_device(policy))).cpu())
-                if bool(td["next", "done"].any()):
+                stepped = env.step(policy(td.to(_device(policy))).cpu())
+                if bool(stepped["next", "done"].any()):
                     break
-                td = step_mdp(td)
+                td = step_mdp(stepped)
     finally:
         env.close()
     return RecordedEpisode(
         frames=frames,
-        episode_return=float(td["next", "episode_reward"].sum()),
-        length=int(td["next", "step_count"].sum()),
+        episode_return=float(stepped["next", "episode_reward"].sum()),
+        length=int(stepped["next", "step_count"].sum()),
     )
 
 
 def _device(policy: TensorDictModuleBase) -> torch.device:
-    parameter = next(policy.parameters(), None)
+    parameters = policy.parameters() if isinstance(policy, torch.nn.Module) else iter(())
+    parameter = next(parameters, None)
     return parameter.device if parameter is not None else torch.device("cpu")

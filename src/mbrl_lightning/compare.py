@@ -155,7 +155,8 @@ def write_figures(client: MlflowClient, groups: list[Group], out_dir: Path, metr
                     histories.append(history)
             if histories:
                 grid, mean, low, high = aggregate_curve(histories)
-                curves.append(plots.Curve(f"{group.name} ({len(histories)} seeds)", grid, mean, low, high))
+                seeds = "seed" if len(histories) == 1 else "seeds"
+                curves.append(plots.Curve(f"{group.name} ({len(histories)} {seeds})", grid, mean, low, high))
         if not curves:
             continue
         figure = plots.line_figure(curves, title, xlabel, ylabel, engineering_x=x_key is None)

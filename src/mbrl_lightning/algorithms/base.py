@@ -24,7 +24,6 @@ from mbrl_lightning.evaluation import EVAL_SEED_OFFSET, evaluate_policy
 Metrics = dict[str, float]
 
 
-
 class RLModule(LightningModule, ABC):
     """Template for every algorithm: a subclass says what one update is, nothing more.
 

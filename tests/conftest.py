@@ -35,6 +35,8 @@ def subprocess_env() -> dict[str, str]:
     """Environment for running the CLI as a user would, in a subprocess."""
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
+    # Subprocesses run in the test's folder: import this checkout's package, not an installed copy.
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
     env["OMP_NUM_THREADS"] = "1"
     return env

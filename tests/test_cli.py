@@ -27,11 +27,17 @@ def test_fit_with_overrides_logs_run_to_mlflow(subprocess_env) -> None:
                    "false", "--run_name", "override-check"], subprocess_env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "MLflow run:" in result.stdout and "Last checkpoint:" in result.stdout
+    start = result.stdout.splitlines()[0]
+    assert start.startswith("DQN on CartPole-v1 (seed 3) | cpu | precision 32-true | MLflow run ")
+    assert "view: mlflow ui --backend-store-uri sqlite:///" in start
+    assert "best eval return" in result.stdout
+    # Lightning's start-up notices and layer table are not shown.
+    assert "GPU available" not in result.stdout + result.stderr and "Trainable params" not in result.stdout
     client = MlflowClient(tracking_uri())
     experiment = client.get_experiment_by_name("cartpole_dqn")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "override-check"
-    assert run.data.params["model.init_args.gamma"] == "0.98"
+    assert run.data.params["model.gamma"] == "0.98"
     assert run.data.tags["algorithm"] == "DQN"
     assert run.data.tags["env_id"] == "CartPole-v1"
     assert run.data.tags["seed"] == "3"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 import warnings
@@ -18,7 +19,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import MLFlowLogger
 
 from mbrl_lightning.algorithms import RLModule
-from mbrl_lightning.callbacks import FrameCheckpoint, FrameProgressBar, GracefulInterrupt
+from mbrl_lightning.callbacks import EvalVideo, FrameCheckpoint, FrameProgressBar, GracefulInterrupt, TrainingPlots
 from mbrl_lightning.cli_errors import condense_parser_error, find_configuration_error
 from mbrl_lightning.errors import ConfigurationError, DivergenceError, TrainingInterrupted
 from mbrl_lightning.tracking import (
@@ -27,6 +28,7 @@ from mbrl_lightning.tracking import (
     flush_metrics,
     make_logger,
     resolve_checkpoint,
+    ui_command,
 )
 
 
@@ -53,10 +55,15 @@ class MLflowConfigSaver(SaveConfigCallback):
 
 
 def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Flat params the MLflow UI can put in columns: ``model.gamma``, ``model.env.env_id``.
+
+    ``init_args`` levels are dropped (they only say "arguments of the class above"); the class
+    itself stays as ``<key>.class_path``.
+    """
     if isinstance(config, dict):
         flat: dict[str, Any] = {}
         for key, value in config.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(_flatten(value, prefix if key == "init_args" else f"{prefix}{key}."))
         return flat
     return {prefix.rstrip("."): config}
 
@@ -81,6 +88,8 @@ class MBRLCLI(LightningCLI):
                 "max_epochs": -1,
                 "enable_checkpointing": False,
                 "num_sanity_val_steps": 0,
+                # The start line names what runs; the layer table is one flag away.
+                "enable_model_summary": False,
             },
             parser_kwargs={"exit_on_error": False},
             auto_configure_optimizers=False,
@@ -101,6 +110,8 @@ class MBRLCLI(LightningCLI):
             help="CPU threads for tensor math; 1 is fastest for the small networks of RL, 0 keeps torch's default.",
         )
         parser.add_lightning_class_args(FrameCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(EvalVideo, "video")
+        parser.add_lightning_class_args(TrainingPlots, "plots")
 
     def before_instantiate_classes(self) -> None:
         """Check the tracking store, set CPU threads, and find the checkpoint to resume from."""
@@ -140,8 +151,30 @@ class MBRLCLI(LightningCLI):
         """The run's checkpoint callback; ``last_path`` is the newest checkpoint written."""
         return next(c for c in self.trainer.callbacks if isinstance(c, FrameCheckpoint))
 
+    def start_line(self) -> str:
+        """What runs where, and how to watch it: algorithm, env, seed, device, precision, MLflow run."""
+        trainer, model = self.trainer, self.model
+        logger = trainer.logger
+        resumed = f", resumed from {self.resume.path}" if self.resume else ""
+        return (
+            f"{type(model).__name__} on {model.env.env_id} (seed {self.config.get('seed_everything')}) | "
+            f"{trainer.strategy.root_device} | precision {trainer.precision} | "
+            f"MLflow run {getattr(logger, 'run_id', None)}{resumed} | view: {ui_command()}"
+        )
+
+    def end_line(self) -> str:
+        """The result: best evaluation, checkpoints and the run id."""
+        checkpoint = self.frame_checkpoint
+        best = (
+            f"best eval return {checkpoint.best_return:.4g} at frame {checkpoint.best_frame:,} ({checkpoint.best_path})"
+            if checkpoint.best_return is not None
+            else "no evaluation"
+        )
+        return f"Done at frame {self.model.frames:,} | {best} | Last checkpoint: {checkpoint.last_path}"
+
     def fit(self) -> None:
         """Train, or resume from the resolved checkpoint."""
+        print(self.start_line(), flush=True)
         ckpt_path = str(self.resume.path) if self.resume else None
         try:
             self.trainer.fit(self.model, ckpt_path=ckpt_path, weights_only=True)
@@ -152,9 +185,14 @@ class MBRLCLI(LightningCLI):
 def quiet_libraries() -> None:
     """Keep the terminal for the progress bar: library chatter that users cannot act on goes."""
     logging.getLogger("torchrl").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector.logger_connector").addFilter(
-        lambda record: not str(record.msg).startswith("💡")
-    )
+    # Downloading a checkpoint or config is quick; its progress bars would push the start line away.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Creating the embedded store's tables is routine, not news.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    # Lightning's start-up notes (hardware lines, seed, advertisements) say what the start line says.
+    chatter = ("💡", "GPU available", "TPU available", "HPU available", "Seed set to")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).addFilter(lambda record: not str(record.msg).startswith(chatter))
     warnings.filterwarnings("ignore", message=".*dataloader_iter.*experimental.*")
     warnings.filterwarnings("ignore", message=".*Nested TransformedEnvs.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -185,6 +223,6 @@ def main(args: Sequence[str] | None = None) -> int:
         return 1
     logger = cli.trainer.logger
     run_id = getattr(logger, "run_id", None)
+    print(cli.end_line())
     print(f"MLflow run: {run_id} (experiment {cli.config.experiment_name!r}, store {getattr(logger, '_tracking_uri', '')})")
-    print(f"Last checkpoint: {cli.frame_checkpoint.last_path}")
     return 0

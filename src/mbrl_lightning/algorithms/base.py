@@ -15,16 +15,13 @@ from lightning.pytorch import LightningModule
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.data import ReplayBuffer, TensorSpec
-from torchrl.envs import ExplorationType, set_exploration_type
 
 from mbrl_lightning.data import CollectorStream
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import ConfigurationError, DivergenceError
+from mbrl_lightning.evaluation import EVAL_SEED_OFFSET, evaluate_policy
 
 Metrics = dict[str, float]
-
-# Offset between the training and evaluation env seeds, so the two never replay the same episodes.
-EVAL_SEED_OFFSET = 1_000_003
 
 
 class RLModule(LightningModule, ABC):
@@ -225,37 +222,19 @@ class RLModule(LightningModule, ABC):
         crossed = self.frames // self.eval_every_frames > frames_before // self.eval_every_frames
         return crossed or self.frames >= self.total_frames
 
-    @torch.no_grad()
     def evaluate(self) -> Metrics:
-        """Run ``eval_episodes`` deterministic episodes in parallel; return their statistics."""
-        # A fresh env per evaluation: a reused vector env whose copies finished on the last step
-        # of the previous evaluation would hand stale first observations to the policy.
-        env = self.env.make(num_envs=self.eval_episodes, seed=self.seed + EVAL_SEED_OFFSET + self.evaluations)
+        """Run ``eval_episodes`` deterministic episodes in parallel on a fresh env; return their statistics."""
+        result = evaluate_policy(
+            self.env, self.eval_policy, self.eval_episodes, self.eval_seed(self.evaluations), self.eval_max_steps
+        )
         self.evaluations += 1
-        try:
-            with set_exploration_type(ExplorationType.DETERMINISTIC):
-                rollout = env.rollout(
-                    self.eval_max_steps,
-                    policy=self.eval_policy,
-                    break_when_any_done=False,
-                    auto_cast_to_device=True,
-                ).cpu()
-        finally:
-            env.close()
-        done = rollout["next", "done"].squeeze(-1)
-        steps = done.shape[-1]
-        # The first episode of each copy counts; a copy that never finished counts as capped.
-        never_done = torch.full(done.shape[:1], steps - 1, dtype=torch.long)
-        first_done = torch.where(done.any(-1), done.float().argmax(-1), never_done)
-        rows = torch.arange(done.shape[0])
-        returns = rollout["next", "episode_reward"].squeeze(-1)[rows, first_done]
-        lengths = rollout["next", "step_count"].squeeze(-1)[rows, first_done].float()
-        self.progress["eval"] = returns.mean().item()
-        return {
-            "eval/return_mean": returns.mean().item(),
-            "eval/return_std": returns.std(unbiased=False).item(),
-            "eval/episode_length": lengths.mean().item(),
-        }
+        metrics = result.metrics()
+        self.progress["eval"] = metrics["eval/return_mean"]
+        return metrics
+
+    def eval_seed(self, evaluation: int) -> int:
+        """Seed of the env of evaluation number ``evaluation`` (its copies take the following seeds)."""
+        return self.seed + EVAL_SEED_OFFSET + evaluation
 
     # ----------------------------------------------------------------- checkpoint extras
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

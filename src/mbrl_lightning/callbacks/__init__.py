@@ -1,9 +1,19 @@
-"""Lightning callbacks: frame checkpoints uploaded to MLflow, frame progress bar, diagnostics plots."""
+"""Lightning callbacks: frame and best checkpoints uploaded to MLflow, frame progress bar, videos, plots."""
 
 from mbrl_lightning.callbacks.checkpoint import FrameCheckpoint
 from mbrl_lightning.callbacks.interrupt import GracefulInterrupt
 from mbrl_lightning.callbacks.k_step_plot import KStepErrorPlot
+from mbrl_lightning.callbacks.plots import TrainingPlots
 from mbrl_lightning.callbacks.progress import FrameProgressBar
 from mbrl_lightning.callbacks.stop import StopAtReturn
+from mbrl_lightning.callbacks.video import EvalVideo
 
-__all__ = ["FrameCheckpoint", "FrameProgressBar", "GracefulInterrupt", "KStepErrorPlot", "StopAtReturn"]
+__all__ = [
+    "EvalVideo",
+    "FrameCheckpoint",
+    "FrameProgressBar",
+    "GracefulInterrupt",
+    "KStepErrorPlot",
+    "StopAtReturn",
+    "TrainingPlots",
+]

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 
 class FrameProgressBar(TQDMProgressBar):
-    """Shows frames done out of the budget, frames per second, recent return and eval return."""
+    """Shows frames done out of the budget, frames per second, ETA, recent training return and last eval return."""
 
     @property
     def train_description(self) -> str:
@@ -33,7 +33,9 @@ class FrameProgressBar(TQDMProgressBar):
         if bar is None or bar.disable:
             return
         bar.n = min(pl_module.frames, pl_module.total_frames)
-        bar.set_postfix({name: f"{value:.4g}" for name, value in pl_module.progress.items()}, refresh=False)
+        # The bar's own rate is the frames per second; the module's copy of it would repeat it.
+        shown = {name: f"{value:.4g}" for name, value in pl_module.progress.items() if name != "fps"}
+        bar.set_postfix(shown, refresh=False)
         bar.refresh()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -7,6 +7,7 @@ from mbrl_lightning.tracking.store import (
     flush_metrics,
     make_logger,
     tracking_uri,
+    ui_command,
 )
 
-__all__ = ["DEFAULT_TRACKING_URI", "ResolvedCheckpoint", "check_reachable", "flush_metrics", "make_logger", "resolve_checkpoint", "tracking_uri"]
+__all__ = ["DEFAULT_TRACKING_URI", "ResolvedCheckpoint", "check_reachable", "flush_metrics", "make_logger", "resolve_checkpoint", "tracking_uri", "ui_command"]

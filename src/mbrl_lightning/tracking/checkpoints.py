@@ -48,10 +48,10 @@ def read_checkpoint(path: Path, run_id: str | None = None) -> ResolvedCheckpoint
     return ResolvedCheckpoint(path, extras.get("mlflow_run_id") or run_id, extras.get("algorithm"), extras.get("env_id"))
 
 
-def _download_last(run_id: str, download_dir: Path) -> Path:
+def _download_last(run_id: str, download_dir: Path, filename: str = LAST_CHECKPOINT) -> Path:
     download_dir.mkdir(parents=True, exist_ok=True)
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"runs:/{run_id}/{ARTIFACT_DIR}/{LAST_CHECKPOINT}",
+        artifact_uri=f"runs:/{run_id}/{ARTIFACT_DIR}/{filename}",
         dst_path=str(download_dir),
         tracking_uri=tracking_uri(),
     )
@@ -74,21 +74,26 @@ def _latest_run_with_checkpoint(experiment_name: str, checkpoint_root: Path) -> 
     )
 
 
-def resolve_checkpoint(ckpt_path: str, experiment_name: str, checkpoint_root: Path) -> ResolvedCheckpoint:
-    """Turn ``PATH``, ``last`` or ``runs:/<run_id>`` into a local checkpoint file; fail loudly if absent."""
+def resolve_checkpoint(
+    ckpt_path: str, experiment_name: str, checkpoint_root: Path, filename: str = LAST_CHECKPOINT
+) -> ResolvedCheckpoint:
+    """Turn ``PATH``, ``last`` or ``runs:/<run_id>`` into a local checkpoint file; fail loudly if absent.
+
+    For a run, ``filename`` picks which of its checkpoints (``last.ckpt`` or ``best.ckpt``).
+    """
     if ckpt_path == "last" or ckpt_path.startswith("runs:/"):
         run_id = (
             _latest_run_with_checkpoint(experiment_name, checkpoint_root)
             if ckpt_path == "last"
             else ckpt_path.removeprefix("runs:/").strip("/").split("/")[0]
         )
-        local = checkpoint_root / run_id / LAST_CHECKPOINT
+        local = checkpoint_root / run_id / filename
         if not local.is_file():
             try:
-                local = _download_last(run_id, checkpoint_root / run_id / "downloaded")
+                local = _download_last(run_id, checkpoint_root / run_id / "downloaded", filename)
             except Exception as error:  # MLflow raises several types for a missing run or artifact
                 raise ConfigurationError(
-                    f"--ckpt_path {ckpt_path}: run {run_id} has no {ARTIFACT_DIR}/{LAST_CHECKPOINT} in "
+                    f"--ckpt_path {ckpt_path}: run {run_id} has no {ARTIFACT_DIR}/{filename} in "
                     f"{tracking_uri()} ({type(error).__name__})."
                 ) from None
         return read_checkpoint(local, run_id)

@@ -26,6 +26,11 @@ def tracking_uri() -> str:
     return f"sqlite:///{Path(DEFAULT_TRACKING_URI.removeprefix('sqlite:///')).resolve()}"
 
 
+def ui_command() -> str:
+    """The command that opens this store in the MLflow UI."""
+    return f"mlflow ui --backend-store-uri {tracking_uri()}"
+
+
 def uses_embedded_store() -> bool:
     """Whether runs go to the embedded store under ``mlruns/`` (no ``MLFLOW_TRACKING_URI``)."""
     return not os.environ.get("MLFLOW_TRACKING_URI")

@@ -1,0 +1,57 @@
+"""Aggregate MLflow runs over seeds into a Markdown table and learning-curve figures.
+
+    python scripts/compare.py --experiments cartpole_dqn cartpole_ppo --tags env_id=CartPole-v1
+    python scripts/compare.py --experiments benchmark_cartpole_dqn benchmark_cartpole_dqn_imagination \\
+        --threshold 475 --out results/dqn
+
+Runs are grouped by the ``algorithm`` tag (``--group-by`` takes tags, ``param:<name>``,
+``experiment`` or ``run_name``); each group's seeds give the mean of the final metric, its 95%
+percentile-bootstrap interval and the interquartile mean. Figures: ``learning_curve.png``
+(x = real env frames, shaded 95% interval), ``score_per_iteration.png`` and ``score_per_episode.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from mbrl_lightning.compare import group_runs, markdown_table, parse_tags, select_runs, write_figures
+from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.tracking import tracking_uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Select, group, tabulate and plot; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiments", nargs="+", required=True, help="MLflow experiment names")
+    parser.add_argument("--tags", nargs="*", default=[], help="KEY=VALUE tag filters, e.g. algorithm=DQN env_id=CartPole-v1")
+    parser.add_argument("--group-by", nargs="+", default=["algorithm"], help="tags, param:<name>, experiment or run_name")
+    parser.add_argument("--metric", default="eval/return_mean", help="the metric tabulated and plotted")
+    parser.add_argument("--threshold", type=float, default=None, help="also tabulate the frames to reach this value")
+    parser.add_argument("--out", type=Path, default=Path("comparison"), help="folder for table.md and the figures")
+    parser.add_argument("--include-unfinished", action="store_true", help="also use running, failed or killed runs")
+    args = parser.parse_args(argv)
+    try:
+        client = MlflowClient(tracking_uri())
+        runs = select_runs(client, args.experiments, parse_tags(args.tags), finished_only=not args.include_unfinished)
+        if not runs:
+            raise ConfigurationError(f"--experiments {' '.join(args.experiments)}: no finished run matches the tags.")
+    except ConfigurationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    groups = group_runs(client, runs, args.group_by)
+    table = markdown_table(client, groups, args.metric, args.threshold)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(table)
+    print(table)
+    for path in write_figures(client, groups, args.out, args.metric):
+        print(f"figure: {path}")
+    print(f"table: {args.out / 'table.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

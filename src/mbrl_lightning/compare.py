@@ -1,0 +1,178 @@
+"""Compare MLflow runs: pick them by experiment and tags, group, aggregate over seeds, tabulate and plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from mbrl_lightning import plots
+from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.stats import bootstrap_interval, iqm
+from mbrl_lightning.tracking.history import joined, metric_history
+
+
+@dataclass
+class Group:
+    """Runs that share a group key (e.g. one algorithm), one per seed."""
+
+    name: str
+    runs: list[Run] = field(default_factory=list)
+
+
+def select_runs(
+    client: MlflowClient, experiments: list[str], tags: dict[str, str] | None = None, finished_only: bool = True
+) -> list[Run]:
+    """Runs of the named experiments whose tags match ``tags`` (e.g. ``{"env_id": "CartPole-v1"}``)."""
+    ids = []
+    for name in experiments:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise ConfigurationError(f"--experiments {name}: no such experiment in the tracking store.")
+        ids.append(experiment.experiment_id)
+    clauses = [f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items()]
+    if finished_only:
+        clauses.append("attributes.status = 'FINISHED'")
+    return client.search_runs(ids, filter_string=" and ".join(clauses), max_results=10_000)
+
+
+def group_key(run: Run, key: str, experiment_names: dict[str, str]) -> str:
+    """The value of ``key`` for a run: a tag name, ``param:<name>``, ``experiment`` or ``run_name``."""
+    if key == "experiment":
+        return experiment_names[run.info.experiment_id]
+    if key == "run_name":
+        return run.info.run_name
+    if key.startswith("param:"):
+        return run.data.params.get(key.removeprefix("param:"), "?")
+    return run.data.tags.get(key, "?")
+
+
+def group_runs(client: MlflowClient, runs: list[Run], keys: list[str]) -> list[Group]:
+    """Runs grouped by the values of ``keys``, in order of first appearance."""
+    names = {run.info.experiment_id: client.get_experiment(run.info.experiment_id).name for run in runs}
+    groups: dict[str, Group] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        name = " / ".join(group_key(run, key, names) for key in keys)
+        groups.setdefault(name, Group(name)).runs.append(run)
+    return list(groups.values())
+
+
+def final_values(client: MlflowClient, group: Group, metric: str) -> np.ndarray:
+    """The last logged value of ``metric`` of each run (runs without it are left out)."""
+    values = [metric_history(client, run.info.run_id, metric) for run in group.runs]
+    return np.array([history[-1, 1] for history in values if len(history)])
+
+
+def frames_to_threshold(client: MlflowClient, group: Group, metric: str, threshold: float) -> list[float | None]:
+    """First env frame at which each run's ``metric`` reached ``threshold`` (None: never)."""
+    reached = []
+    for run in group.runs:
+        history = metric_history(client, run.info.run_id, metric)
+        hits = history[history[:, 1] >= threshold, 0] if len(history) else []
+        reached.append(float(hits[0]) if len(hits) else None)
+    return reached
+
+
+def aggregate_curve(histories: list[np.ndarray], points: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% bootstrap interval over runs of curves sampled on a common x grid.
+
+    Each run is read as a step function (its latest value holds until the next one). A run that
+    ended early (stopped once solved) keeps its last value up to the grid's end, the longest run.
+    """
+    histories = [h for h in histories if len(h)]
+    end = max(h[-1, 0] for h in histories)
+    start = min(h[0, 0] for h in histories)
+    grid = np.linspace(start, end, points)
+    sampled = []
+    for history in histories:
+        index = np.searchsorted(history[:, 0], grid, side="right") - 1
+        values = history[np.clip(index, 0, None), 1]
+        sampled.append(np.where(index >= 0, values, np.nan))
+    stacked = np.array(sampled)
+    # Before a run's first point there is no value: fill with that run's first value.
+    first = np.array([h[0, 1] for h in histories])[:, None]
+    stacked = np.where(np.isnan(stacked), first, stacked)
+    low, high = bootstrap_interval(stacked)
+    return grid, stacked.mean(axis=0), low, high
+
+
+def _format(value: float) -> str:
+    return f"{value:,.1f}" if abs(value) < 1e5 else f"{value:,.0f}"
+
+
+def markdown_table(
+    client: MlflowClient, groups: list[Group], metric: str, threshold: float | None = None
+) -> str:
+    """One row per group: seeds, mean of the final ``metric``, its 95% bootstrap interval, IQM,
+    and with ``threshold`` the frames each seed needed to reach it and their median."""
+    header = ["group", "seeds", f"final {metric} mean", "95% CI", "IQM"]
+    if threshold is not None:
+        header += [f"frames to {metric} >= {threshold:g} (per seed)", "median frames"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for group in groups:
+        finals = final_values(client, group, metric)
+        if not len(finals):
+            continue
+        low, high = bootstrap_interval(finals)
+        row = [group.name, str(len(finals)), _format(finals.mean()), f"[{_format(low)}, {_format(high)}]", _format(iqm(finals))]
+        if threshold is not None:
+            reached = frames_to_threshold(client, group, metric, threshold)
+            row.append(" / ".join(f"{int(f):,}" if f is not None else "not reached" for f in reached))
+            solved = [f for f in reached if f is not None]
+            row.append(f"{int(np.median(solved)):,}" if len(solved) == len(reached) else "n/a")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+FIGURES = {
+    "learning_curve": ("eval/return_mean", None, "Learning curve (evaluation)", "real environment frames", "evaluation return (mean over episodes)"),
+    "score_per_iteration": ("train/episode_return", None, "Score per iteration", "real environment frames", "training episode return"),
+    "score_per_episode": ("train/episode_return", "train/episodes", "Score per episode", "training episodes (count)", "training episode return"),
+}
+
+
+def write_figures(client: MlflowClient, groups: list[Group], out_dir: Path, metric: str = "eval/return_mean") -> list[Path]:
+    """The learning curve of ``metric`` and seed 004's score figures: one line per group, mean over
+    seeds with a shaded 95% bootstrap interval."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (y_key, x_key, title, xlabel, ylabel) in FIGURES.items():
+        if name == "learning_curve":
+            y_key = metric
+            ylabel = f"{metric} (mean over seeds, 95% CI)" if metric != "eval/return_mean" else ylabel
+        curves = []
+        for group in groups:
+            histories = []
+            for run in group.runs:
+                history = metric_history(client, run.info.run_id, y_key)
+                if x_key is not None and len(history):
+                    x, y = joined(metric_history(client, run.info.run_id, x_key), history)
+                    history = np.stack([x, y], axis=1)
+                if len(history):
+                    histories.append(history)
+            if histories:
+                grid, mean, low, high = aggregate_curve(histories)
+                seeds = "seed" if len(histories) == 1 else "seeds"
+                curves.append(plots.Curve(f"{group.name} ({len(histories)} {seeds})", grid, mean, low, high))
+        if not curves:
+            continue
+        figure = plots.line_figure(curves, title, xlabel, ylabel, engineering_x=x_key is None)
+        path = out_dir / f"{name}.png"
+        figure.savefig(path)
+        plots.close(figure)
+        written.append(path)
+    return written
+
+
+def parse_tags(items: list[str]) -> dict[str, str]:
+    """``["algorithm=DQN", "env_id=CartPole-v1"]`` -> a dict; a malformed item is a one-line error."""
+    tags = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigurationError(f"--tags {item}: expected KEY=VALUE, e.g. env_id=CartPole-v1.")
+        tags[key] = value
+    return tags

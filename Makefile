@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 fit: setup
 	$(PY) scripts/fit.py --config $(CONFIG)
 
+# Two workers: each test runs single-threaded in its own folder, so they share nothing.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 benchmark: setup
 	$(PY) benchmarks/solve_cartpole.py --config conf/cartpole_dqn.yaml

@@ -150,11 +150,11 @@ def test_noisy_dueling_head_resamples_noise() -> None:
     assert first.shape == (2, 9) and not torch.allclose(first, second)
 
 
-TINY = ("--model.total_frames", "160", "--model.frames_per_batch", "16", "--model.updates_per_batch", "1",
-        "--model.learning_starts", "64", "--model.buffer_size", "400", "--model.model_updates_per_batch", "1",
-        "--model.eval_every_frames", "160", "--model.eval_episodes", "1", "--model.eval_max_steps", "30",
-        "--model.env.init_args.num_envs", "2", "--checkpoint.every_n_frames", "80",
-        "--trainer.callbacks", '[{"class_path": "mbrl_lightning.callbacks.AttentionGif", "init_args": {"max_steps": 12}}]')
+TINY = ("--model.total_frames", "64", "--model.frames_per_batch", "16", "--model.updates_per_batch", "1",
+        "--model.learning_starts", "32", "--model.buffer_size", "400", "--model.model_updates_per_batch", "1",
+        "--model.eval_every_frames", "64", "--model.eval_episodes", "1", "--model.eval_max_steps", "10",
+        "--model.env.init_args.num_envs", "2", "--checkpoint.every_n_frames", "32",
+        "--trainer.callbacks", '[{"class_path": "mbrl_lightning.callbacks.AttentionGif", "init_args": {"max_steps": 8}}]')
 
 
 def _metric_keys(run_id: str) -> set[str]:
@@ -164,24 +164,24 @@ def _metric_keys(run_id: str) -> set[str]:
 def test_tiny_pacman_fit_logs_checkpoints_and_resumes() -> None:
     cli = run_fit(*fit_args("pacman.yaml", *TINY))
     run_id = cli.trainer.logger.run_id
-    assert cli.model.frames == 160 and len(cli.model.replay_buffer) == 160
+    assert cli.model.frames == 64 and len(cli.model.replay_buffer) == 64
     keys = _metric_keys(run_id)
     for key in ("eval/return_mean", "loss/q", "loss/world_model", "world_model/val_loss", "imagination/entropy",
                 "train/env_frames", "train/emulator_frames"):
         assert key in keys, key
     client = MlflowClient(tracking_uri())
-    assert [a.path for a in client.list_artifacts(run_id, "attention")] == ["attention/episode_160.gif"]
+    assert [a.path for a in client.list_artifacts(run_id, "attention")] == ["attention/episode_64.gif"]
     emulator = client.get_metric_history(run_id, "train/emulator_frames")
-    assert max(m.value for m in emulator) == 4 * 160
+    assert max(m.value for m in emulator) == 4 * 64
 
-    resumed = run_fit(*fit_args("pacman.yaml", *TINY, "--model.total_frames", "240", "--ckpt_path", "last"))
+    resumed = run_fit(*fit_args("pacman.yaml", *TINY, "--model.total_frames", "96", "--ckpt_path", "last"))
     assert resumed.trainer.logger.run_id == run_id
-    assert resumed.model.frames == 240 and len(resumed.model.replay_buffer) == 240
-    assert resumed.model.replay_buffer.written == 120  # per env copy: the rings continued
+    assert resumed.model.frames == 96 and len(resumed.model.replay_buffer) == 96
+    assert resumed.model.replay_buffer.written == 48  # per env copy: the rings continued
 
 
 def test_pacman_curiosity_twin_adds_its_bonus() -> None:
-    cli = run_fit(*fit_args("pacman_curiosity.yaml", *TINY[:-2], "--model.total_frames", "96", "--trainer.callbacks", "[]"))
+    cli = run_fit(*fit_args("pacman_curiosity.yaml", *TINY[:-2], "--model.total_frames", "48", "--trainer.callbacks", "[]"))
     keys = _metric_keys(cli.trainer.logger.run_id)
     assert "curiosity/intrinsic_reward" in keys and "imagination/entropy" not in keys
     sample = cli.model.replay_buffer.sample(64)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import fit_args, run_fit
 
-from mbrl_lightning.envs.episode_replay import EpisodeRecorder
+from mbrl_lightning.envs.atari import AtariEnvFactory
+from mbrl_lightning.envs.episode_replay import EpisodeRecorder, restore_episodes, snapshot_episodes
 
 FAMILIES = {
     "dqn_imagination": ("cartpole_dqn_imagination.yaml", "--model.frames_per_batch", "64", "--model.updates_per_batch", "4",
@@ -57,6 +58,19 @@ def test_an_env_that_does_not_replay_is_detected() -> None:
     original = _played(_UnseededNoise(gym.make("CartPole-v1")), steps=3)
     restored = EpisodeRecorder(_UnseededNoise(gym.make("CartPole-v1")))
     assert not restored.restore(original.snapshot())
+
+
+def test_an_atari_game_in_flight_is_restored_through_the_frame_stack() -> None:
+    factory = AtariEnvFactory("ALE/MsPacman-v5", num_envs=2, repeat_action_probability=0.0)
+    env = factory.make(seed=3)
+    rollout = env.rollout(40, break_when_any_done=False)
+    snapshots = snapshot_episodes(env)
+    restored = factory.make(seed=99)
+    restored.reset()
+    assert restore_episodes(restored, snapshots)
+    last_frames = rollout["next", "observation"][:, -1].numpy()
+    for recorder, frames in zip(restored.base_env._env.envs, last_frames):
+        np.testing.assert_array_equal(recorder._last_observation, frames)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

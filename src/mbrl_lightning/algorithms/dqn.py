@@ -88,8 +88,7 @@ class DQN(RLModule):
         self.max_grad_norm = max_grad_norm
 
         num_actions = self.action_spec.space.n
-        observation_size = int(self.observation_spec.shape[-1])
-        network = (q_net or MLP)(observation_size, num_actions)
+        network = self.build_q_network(q_net, num_actions)
         self.q_actor = QValueActor(network, in_keys=["observation"], spec=self.action_spec)
         self.exploration = EGreedyModule(
             self.action_spec, eps_init=eps_init, eps_end=eps_end, annealing_num_steps=eps_anneal_frames
@@ -107,6 +106,10 @@ class DQN(RLModule):
             self.target_updater = HardUpdate(self.loss_module, value_network_update_interval=target_update_interval)
         self.batch_size = batch_size
         self.replay_buffer = make_replay_buffer(buffer_size, storage=replay_storage)
+
+    def build_q_network(self, q_net: NetFactory | None, num_actions: int) -> nn.Module:
+        """The online Q-network: ``q_net(observation_size, num_actions)``, an MLP by default."""
+        return (q_net or MLP)(int(self.observation_spec.shape[-1]), num_actions)
 
     @property
     def exploration_policy(self) -> TensorDictModuleBase:

@@ -1,5 +1,6 @@
 """Lightning callbacks: frame and best checkpoints uploaded to MLflow, frame progress bar, videos, plots."""
 
+from mbrl_lightning.callbacks.attention import AttentionGif
 from mbrl_lightning.callbacks.checkpoint import FrameCheckpoint
 from mbrl_lightning.callbacks.interrupt import GracefulInterrupt
 from mbrl_lightning.callbacks.k_step_plot import KStepErrorPlot
@@ -9,6 +10,7 @@ from mbrl_lightning.callbacks.stop import StopAtReturn
 from mbrl_lightning.callbacks.video import EvalVideo
 
 __all__ = [
+    "AttentionGif",
     "EvalVideo",
     "FrameCheckpoint",
     "FrameProgressBar",

@@ -4,7 +4,16 @@ from mbrl_lightning.curiosity.base import Curiosity
 from mbrl_lightning.curiosity.beta import AdaptiveBeta, FixedBeta
 from mbrl_lightning.curiosity.disagreement import EnsembleDisagreement
 from mbrl_lightning.curiosity.icm import ICM
-from mbrl_lightning.curiosity.imagination_entropy import ImaginationEntropy
+from mbrl_lightning.curiosity.imagination_entropy import ImaginationEntropy, discrete_imagination_entropy
 from mbrl_lightning.curiosity.rnd import RND
 
-__all__ = ["AdaptiveBeta", "Curiosity", "EnsembleDisagreement", "FixedBeta", "ICM", "ImaginationEntropy", "RND"]
+__all__ = [
+    "AdaptiveBeta",
+    "Curiosity",
+    "EnsembleDisagreement",
+    "FixedBeta",
+    "ICM",
+    "ImaginationEntropy",
+    "RND",
+    "discrete_imagination_entropy",
+]

@@ -1,4 +1,8 @@
-"""Imagination entropy (seed 004): reward states whose imagined futures under the policy spread apart."""
+"""Imagination entropy (seed 004): reward states whose imagined futures spread apart.
+
+Continuous actions: :class:`ImaginationEntropy` spreads noisy policy rollouts. Discrete actions:
+:func:`discrete_imagination_entropy` spreads the one-step futures of every action.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from mbrl_lightning.world_models import MLPWorldModel, WorldModel
 
 Squash = Literal["tanh", "none"]
 Policy = Callable[[TensorDictBase], TensorDictBase]
+# (frames [batch, ...], one-hot actions [batch, num_actions]) -> predicted next frames [batch, ...]
+Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 WorldModelFactory = Callable[[int, int], WorldModel]
 
 
@@ -126,3 +132,24 @@ class ImaginationEntropy(Curiosity):
 def _seed_forward_model(observation_size: int, action_size: int) -> WorldModel:
     """Seed 004's forward model: two hidden layers of 256 units, a residual (delta) output."""
     return MLPWorldModel(observation_size, action_size, hidden_sizes=(256, 256))
+
+
+@torch.no_grad()
+def discrete_imagination_entropy(predict: Predict, observation: torch.Tensor, num_actions: int) -> torch.Tensor:
+    """Spread of the one-step futures of every action, shape ``[batch]``.
+
+    Each state is imagined one step ahead under each of the ``num_actions`` actions; the score
+    is the standard deviation across those predictions, averaged over their elements (seed 004:
+    higher spread, higher motivation).
+    """
+    batch = observation.shape[0]
+    actions = torch.eye(num_actions, device=observation.device, dtype=torch.long)
+    frames = observation.repeat_interleave(num_actions, 0)
+    predictions = predict(frames, actions.repeat(batch, 1))
+    predictions = predictions.reshape(batch, num_actions, -1)
+    return predictions.std(1).mean(-1)
+
+
+def squash(score: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """``tanh(score / scale)``: a bonus in [0, 1) for non-negative scores, as seed 004 squashes them."""
+    return torch.tanh(score / scale)

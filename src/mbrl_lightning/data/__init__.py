@@ -1,6 +1,7 @@
 """Data plumbing: replay buffers and the collector-to-Lightning iterable."""
 
 from mbrl_lightning.data.collector import CollectorStream
+from mbrl_lightning.data.frame_replay import FrameStackReplay
 from mbrl_lightning.data.replay import TRANSITION_KEYS, make_replay_buffer
 
-__all__ = ["CollectorStream", "TRANSITION_KEYS", "make_replay_buffer"]
+__all__ = ["CollectorStream", "FrameStackReplay", "TRANSITION_KEYS", "make_replay_buffer"]

@@ -1,0 +1,65 @@
+"""Convolutional Q-networks for stacked Atari frames: Nature CNN torso, dueling and noisy heads."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchrl.modules import MLP, ConvNet, DuelingCnnDQNet, NoisyLinear
+
+# Mnih et al. (2015): three conv layers, 32/64/64 channels, kernels 8/4/3, strides 4/2/1.
+NATURE_CNN = {"num_cells": [32, 64, 64], "kernel_sizes": [8, 4, 3], "strides": [4, 2, 1], "activation_class": nn.ReLU}
+
+
+def scale_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels to floats in [0, 1]; float input passes unchanged (world-model predictions)."""
+    return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames
+
+
+class AtariQNet(nn.Module):
+    """Q-values of ``num_actions`` actions from ``[..., channels, height, width]`` uint8 frames.
+
+    The torso is the Nature CNN; the head is dueling (value + mean-centred advantage, Wang et al.
+    2016, TorchRL's ``DuelingCnnDQNet``) or a plain MLP. Noisy linear layers (Fortunato et al.
+    2018) replace the head's layers when ``noisy`` is set; their noise is resampled by the
+    algorithm once per gradient step. Layer sizes after the torso are inferred on the first call.
+
+    Args:
+        in_channels: stacked frames (derived from the env).
+        num_actions: discrete actions (derived from the env).
+        hidden_size: width of the hidden layer of each head.
+        dueling: value and advantage streams instead of one Q head.
+        noisy: noisy linear layers in the head (exploration without epsilon).
+    """
+
+    def __init__(
+        self, in_channels: int, num_actions: int, hidden_size: int = 512, dueling: bool = True, noisy: bool = False
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        mlp_kwargs = {"num_cells": [hidden_size], "activation_class": nn.ReLU}
+        if noisy:
+            mlp_kwargs["layer_class"] = NoisyLinear  # MLP makes it lazy
+        if dueling:
+            self.network: nn.Module = DuelingCnnDQNet(num_actions, 1, cnn_kwargs=dict(NATURE_CNN), mlp_kwargs=mlp_kwargs)
+        else:
+            self.network = nn.Sequential(ConvNet(**NATURE_CNN), MLP(out_features=num_actions, **mlp_kwargs))
+
+    @property
+    def features(self) -> nn.Module:
+        """The convolutional torso (its last conv layer is what attention maps look at)."""
+        return self.network.features if isinstance(self.network, DuelingCnnDQNet) else self.network[0]
+
+    @property
+    def last_conv(self) -> nn.Conv2d:
+        """The last convolution of the torso."""
+        return [m for m in self.features.modules() if isinstance(m, nn.Conv2d)][-1]
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Q-values ``[..., num_actions]``."""
+        return self.network(scale_frames(frames))
+
+    def reset_noise(self) -> None:
+        """Resample the noise of noisy layers (no-op without them)."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_noise"):
+                module.reset_noise()

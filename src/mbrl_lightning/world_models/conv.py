@@ -1,0 +1,86 @@
+"""A convolutional forward model of stacked frames (the Pacman model of seed 004)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDict, TensorDictBase
+from torch import nn
+
+from mbrl_lightning.nets.conv import scale_frames
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with a skip connection.
+
+    Args:
+        channels: input and output channels.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(x + body(x))``."""
+        return F.relu(x + self.body(x))
+
+
+class ConvWorldModel(nn.Module):
+    """Predicts the next frame stack from the current stack and the action.
+
+    The one-hot action is broadcast to constant planes and concatenated with the frames; two
+    stride-2 convolutions encode to a quarter of the resolution, residual blocks transform, two
+    transposed convolutions decode a change that is added to the newest input frame (a residual
+    connection: the model learns what changes). The older frames of the next stack are the
+    current ones shifted by one, so only the newest frame is predicted. Pixels are in [0, 1]. The vector-observation
+    :class:`~mbrl_lightning.world_models.WorldModel` normalisers do not apply to pixels, so this
+    model has its own small contract: ``predict``, ``loss`` and ``forward`` on TensorDicts.
+
+    Args:
+        in_channels: stacked frames (derived from the env).
+        num_actions: discrete actions (derived from the env).
+        channels: channels of the first encoder layer (the second has twice as many).
+        residual_blocks: residual blocks at the lowest resolution.
+    """
+
+    def __init__(self, in_channels: int, num_actions: int, channels: int = 32, residual_blocks: int = 2) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.num_actions = num_actions
+        wide = 2 * channels
+        self.encoder = nn.Sequential(
+            nn.Conv2d(in_channels + num_actions, channels, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, wide, 4, stride=2, padding=1), nn.ReLU(),
+        )
+        self.blocks = nn.Sequential(*(ResidualBlock(wide) for _ in range(residual_blocks)))
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(wide, channels, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(channels, 1, 4, stride=2, padding=1),
+        )
+
+    def predict(self, frames: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Next frames in [0, 1], ``[batch, C, H, W]``, from frames (uint8 or [0, 1]) and one-hot actions."""
+        frames = scale_frames(frames)
+        planes = action.to(frames.dtype)[..., None, None].expand(*action.shape, *frames.shape[-2:])
+        hidden = self.blocks(self.encoder(torch.cat([frames, planes], -3)))
+        newest = frames[..., -1:, :, :] + self.decoder(hidden)
+        # The older frames of the next stack are the current stack shifted: known, not predicted.
+        return torch.cat([frames[..., 1:, :, :], newest], -3)
+
+    def errors(self, transitions: TensorDictBase) -> torch.Tensor:
+        """Per-transition mean squared error of the predicted next stack, shape ``[batch]``."""
+        predicted = self.predict(transitions["observation"], transitions["action"])
+        target = scale_frames(transitions["next", "observation"])
+        return ((predicted - target) ** 2).mean((-3, -2, -1))
+
+    def loss(self, transitions: TensorDictBase) -> TensorDictBase:
+        """``loss_observation``: mean squared pixel error of the next stack."""
+        return TensorDict(loss_observation=self.errors(transitions).mean())
+
+    def forward(self, transitions: TensorDictBase) -> TensorDictBase:
+        """Write the predicted next stack (floats in [0, 1]) as ``("next", "observation")``."""
+        transitions.set(("next", "observation"), self.predict(transitions["observation"], transitions["action"]))
+        return transitions

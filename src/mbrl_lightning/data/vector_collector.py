@@ -12,6 +12,7 @@ from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 # What the carrier of an ``EnvFactory`` env holds after a reset; any other key (an info reader's
 # output, a transform's state) means the env does more per step than this collector reproduces.
+TRAJ_IDS = ("collector", "traj_ids")
 CARRIER_KEYS = {"observation", "done", "terminated", "truncated", "step_count", "episode_reward"}
 
 
@@ -82,13 +83,35 @@ class VectorEnvCollector:
         self._reward_dtype = env.reward_spec.dtype
         self._raw_reward_dtype = env.base_env.reward_spec.dtype
         self._policy_device = _device_of(policy)
+        self._read_action = env.base_env.read_action
+        # The policy sees only the keys it reads: a smaller TensorDict is cheaper at every module.
+        in_keys = getattr(policy, "in_keys", None)
+        self._policy_keys = [_flat(key) for key in in_keys] if in_keys else None
         self.next_traj_id = 0
         with torch.no_grad():
             self.carrier = self._with_traj_ids(env.reset())
             # TorchRL's Collector runs the policy once on a copy of its first input to learn the
             # output keys; doing the same keeps the random draws (exploration noise) in step.
             with set_exploration_type(exploration_type):
-                self._act(self.carrier.copy())
+                probe = self._act(self._policy_input())
+        self._make_buffers(probe)
+
+    @property
+    def carrier(self) -> TensorDictBase:
+        """The next input of the policy: observations, flags, step and return counters, trajectory ids."""
+        carrier = TensorDict(batch_size=[self.num_envs])
+        for key, value in self._carrier.items():
+            carrier.set(key, value)
+        return carrier
+
+    @carrier.setter
+    def carrier(self, carrier: TensorDictBase) -> None:
+        self._carrier = dict(carrier.items(include_nested=True, leaves_only=True))
+
+    def _policy_input(self) -> TensorDictBase:
+        if self._policy_keys is None or any(key not in self._carrier for key in self._policy_keys):
+            return self.carrier
+        return TensorDict({key: self._carrier[key] for key in self._policy_keys}, batch_size=[self.num_envs])
 
     # ----------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[TensorDictBase]:
@@ -98,13 +121,44 @@ class VectorEnvCollector:
     @torch.no_grad()
     def rollout(self) -> TensorDictBase:
         """One batch ``[num_envs, steps_per_batch]`` in TorchRL's layout."""
-        steps = []
         with set_exploration_type(self.exploration_type):
-            for _ in range(self.steps_per_batch):
-                step = self._act(self.carrier)
-                steps.append(step)
-                self.carrier = self._env_step(step)
-        return torch.stack(steps, dim=1)
+            for t in range(self.steps_per_batch):
+                acted = self._act(self._policy_input())
+                for key, buffer in self._root_buffers:
+                    buffer[:, t] = acted.get(key)
+                for key, buffer in self._carrier_buffers:
+                    buffer[:, t] = self._carrier[key]
+                self._carrier = self._env_step(acted.get("action"), t)
+        return self._batch.clone()
+
+    def _make_buffers(self, acted: TensorDictBase) -> None:
+        """Preallocate the batch: each step writes its tensors into a time slice (no stacking)."""
+        n, steps = self.num_envs, self.steps_per_batch
+        batch = TensorDict(batch_size=[n, steps])
+        self._root_buffers, self._carrier_buffers = [], []
+        policy_keys = {_flat(key) for key in acted.keys(include_nested=True, leaves_only=True)}
+        for key in policy_keys | set(self._carrier):
+            # What the policy wrote wins over the carrier, as in TorchRL (the policy updates it in place).
+            value = acted.get(key) if key in policy_keys else self._carrier[key]
+            buffer = torch.empty((n, steps, *value.shape[1:]), dtype=value.dtype)
+            batch.set(key, buffer)
+            (self._root_buffers if key in policy_keys else self._carrier_buffers).append((key, buffer))
+        observation = self._observation_spec
+        flag = ((1,), torch.bool)
+        layout = {
+            "observation": (tuple(observation.shape[1:]), observation.dtype),
+            "reward": ((1,), self._reward_dtype),
+            "terminated": flag,
+            "truncated": flag,
+            "done": flag,
+            "step_count": ((1,), self._carrier["step_count"].dtype),
+            "episode_reward": ((1,), self._reward_dtype),
+        }
+        self._next_buffers = {}
+        for name, (shape, dtype) in layout.items():
+            self._next_buffers[name] = torch.empty((n, steps, *shape), dtype=dtype)
+            batch.set(("next", name), self._next_buffers[name])
+        self._batch = batch
 
     def shutdown(self) -> None:
         """Close the env (same call as TorchRL collectors)."""
@@ -122,27 +176,29 @@ class VectorEnvCollector:
 
     def restart_episodes(self) -> None:
         """Start new episodes in every copy (used when in-flight episodes cannot be replayed)."""
-        traj_ids = self.carrier.get(("collector", "traj_ids"))
-        self.carrier = self.env.reset().set(("collector", "traj_ids"), traj_ids)
+        traj_ids = self._carrier[TRAJ_IDS]
+        self.carrier = self.env.reset().set(TRAJ_IDS, traj_ids)
 
     # ----------------------------------------------------------------- one step
     def _with_traj_ids(self, carrier: TensorDictBase) -> TensorDictBase:
         ids = torch.arange(self.next_traj_id, self.next_traj_id + self.num_envs)
         self.next_traj_id += self.num_envs
-        return carrier.set(("collector", "traj_ids"), ids)
+        return carrier.set(TRAJ_IDS, ids)
 
     def _act(self, carrier: TensorDictBase) -> TensorDictBase:
         if self._policy_device is None or self._policy_device.type == "cpu":
             return self.policy(carrier)
         return self.policy(carrier.to(self._policy_device)).to("cpu")
 
-    def _env_step(self, step: TensorDictBase) -> TensorDictBase:
-        """Step the copies; write ``step["next"]``; return the next carrier (reset where done)."""
-        action = self.env.base_env.read_action(step["action"])
+    def _env_step(self, action: torch.Tensor, t: int) -> dict[Any, torch.Tensor]:
+        """Step the copies; write the ``next`` entries of time ``t``; return the next carrier."""
+        action = self._read_action(action)
+        carrier = self._carrier
         observation, reward, terminated, truncated, info = self.vector_env.step(action)
         done = np.logical_or(terminated, truncated)
+        any_done = bool(done.any())
         final_observation = observation
-        if done.any():
+        if any_done:
             # Same-step autoreset: the step returns the first observation of the new episode and
             # keeps the true last one in the info, which is what ("next", "observation") must hold.
             final_observation = np.array(observation, copy=True)
@@ -155,51 +211,49 @@ class VectorEnvCollector:
                 observation, _ = self.vector_env.reset()
         n = self.num_envs
         # The transforms sum returns before DoubleToFloat casts: add in the raw dtype, then cast.
-        raw_reward = torch.as_tensor(reward).to(self._raw_reward_dtype).view(n, 1)
+        raw_reward = torch.from_numpy(np.asarray(reward)).to(self._raw_reward_dtype).view(n, 1)
         reward = raw_reward.to(self._reward_dtype)
-        terminated_t = torch.as_tensor(terminated).view(n, 1)
-        truncated_t = torch.as_tensor(truncated).view(n, 1)
-        done_t = terminated_t | truncated_t
-        step_count = step["step_count"] + 1
-        episode_reward = (step["episode_reward"] + raw_reward).to(self._reward_dtype)
-        step.set(
-            "next",
-            TensorDict(
-                {
-                    "observation": self._observation(final_observation),
-                    "reward": reward,
-                    "terminated": terminated_t,
-                    "truncated": truncated_t,
-                    "done": done_t,
-                    "step_count": step_count,
-                    "episode_reward": episode_reward,
-                },
-                batch_size=[n],
-            ),
-        )
-        traj_ids = step["collector", "traj_ids"]
+        terminated_t = torch.from_numpy(np.asarray(terminated, dtype=bool)).view(n, 1)
+        truncated_t = torch.from_numpy(np.asarray(truncated, dtype=bool)).view(n, 1)
+        done_t = torch.from_numpy(done).view(n, 1)
+        step_count = carrier["step_count"] + 1
+        episode_reward = (carrier["episode_reward"] + raw_reward).to(self._reward_dtype)
+        final_observation_t = self._observation(final_observation)
+        values = {
+            "observation": final_observation_t,
+            "reward": reward,
+            "terminated": terminated_t,
+            "truncated": truncated_t,
+            "done": done_t,
+            "step_count": step_count,
+            "episode_reward": episode_reward,
+        }
+        for name, value in values.items():
+            self._next_buffers[name][:, t] = value
+        traj_ids = carrier[TRAJ_IDS]
         ended_t = done_t.view(n)
-        if bool(ended_t.any()):
+        if any_done:
             new_ids = torch.arange(self.next_traj_id, self.next_traj_id + int(ended_t.sum()))
             self.next_traj_id += len(new_ids)
             traj_ids = traj_ids.masked_scatter(ended_t, new_ids)
-        not_done = torch.zeros_like(done_t)
-        return TensorDict(
-            {
-                "observation": self._observation(observation) if done.any() else step["next", "observation"],
-                "done": not_done,
-                "terminated": not_done.clone(),
-                "truncated": not_done.clone(),
-                "step_count": step_count.masked_fill(done_t, 0),
-                "episode_reward": episode_reward.masked_fill(done_t, 0.0),
-                "collector": {"traj_ids": traj_ids},
-            },
-            batch_size=[n],
-        )
+        return {
+            "observation": self._observation(observation) if any_done else final_observation_t,
+            "done": torch.zeros_like(done_t),
+            "terminated": torch.zeros_like(done_t),
+            "truncated": torch.zeros_like(done_t),
+            "step_count": step_count.masked_fill(done_t, 0),
+            "episode_reward": episode_reward.masked_fill(done_t, 0.0),
+            TRAJ_IDS: traj_ids,
+        }
 
     def _observation(self, observation: np.ndarray) -> torch.Tensor:
         spec = self._observation_spec
-        return torch.as_tensor(observation).to(spec.dtype).view(spec.shape)
+        return torch.from_numpy(np.asarray(observation)).to(spec.dtype).view(spec.shape)
+
+
+def _flat(key: str | tuple[str, ...]) -> str | tuple[str, ...]:
+    """TensorDict keys as ``items(include_nested=True)`` spells them: a 1-tuple is its string."""
+    return key[0] if isinstance(key, tuple) and len(key) == 1 else key
 
 
 def _device_of(policy: Any) -> torch.device | None:

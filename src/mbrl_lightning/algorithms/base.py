@@ -216,6 +216,18 @@ class RLModule(LightningModule, ABC):
         total = self.trainer.strategy.reduce(torch.tensor(local_frames, device=self.device), reduce_op="sum")
         return int(total.item())
 
+    def mean_over_ranks(self, value: float) -> float:
+        """``value`` averaged over DDP ranks, for decisions that set how many gradient steps a rank takes.
+
+        DDP synchronises gradients inside every backward pass, so all ranks must take the same
+        number of them; a count derived from local data (say, a world model's held-out confidence)
+        would otherwise differ between ranks and leave one waiting for the other forever.
+        """
+        if self.world_size == 1:
+            return value
+        total = self.trainer.strategy.reduce(torch.tensor(float(value), device=self.device), reduce_op="mean")
+        return float(total.item())
+
     def on_train_epoch_start(self) -> None:
         """Stop at once when a resumed run has already spent its budget."""
         if self.frames >= self.total_frames:

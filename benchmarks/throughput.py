@@ -38,6 +38,7 @@ from torchrl.objectives import DQNLoss, HardUpdate, ValueEstimators
 
 from mbrl_lightning.data.vector_collector import VectorEnvCollector, supports_lean_collection
 from mbrl_lightning.envs import EnvFactory
+from mbrl_lightning.envs.factory import validate_env_id
 from mbrl_lightning.imagination import imagine
 from mbrl_lightning.nets import MLP
 from mbrl_lightning.world_models import GaussianEnsembleWorldModel, MLPWorldModel
@@ -53,9 +54,10 @@ def emit(record: dict) -> None:
 
 
 def register_suites(env_id: str) -> None:
-    """pybullet ids live in pybullet-envs-gymnasium, registered on import."""
+    """Register the suites of ``env_id`` in this process (collector workers are fresh processes)."""
     if "Bullet" in env_id:
         import pybullet_envs_gymnasium  # noqa: F401
+    validate_env_id(env_id)  # registers ALE ids
 
 
 # ----------------------------------------------------------------------------- collection
@@ -135,8 +137,10 @@ def collection(env_id: str, num_envs: int, rounds: int, seconds: float, multi_sy
         paths["lean"] = collector_stepper(lambda: VectorEnvCollector(factory.make(seed=0), policy.module, frames_per_batch))
     if multi_sync and num_envs % 2 == 0:
         half = EnvFactory(env_id, num_envs=num_envs // 2)
+        # A random policy is sized for the env batch: each worker steps half of the copies.
+        worker_policy = RandomPolicy(half.make().full_action_spec) if policy.pixels else policy.module
         paths["multi_sync_2proc"] = collector_stepper(
-            lambda: MultiSyncCollector([_EnvMaker(half, 0), _EnvMaker(half, 1)], policy.module,
+            lambda: MultiSyncCollector([_EnvMaker(half, 0), _EnvMaker(half, 1)], worker_policy,
                                        frames_per_batch=frames_per_batch, total_frames=-1))
     rates: dict[str, list[float]] = {name: [] for name in paths}
     for name, path in paths.items():

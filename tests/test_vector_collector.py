@@ -9,6 +9,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.collectors import Collector
+from torchrl.envs import RewardScaling
 from torchrl.envs.utils import RandomPolicy
 from torchrl.modules import AdditiveGaussianModule, EGreedyModule, QValueActor
 
@@ -79,6 +80,13 @@ def test_auto_picks_the_lean_collector_only_where_it_is_exact() -> None:
     assert supports_lean_collection(EnvFactory("CartPole-v1", num_envs=2).make())
     # Taxi's info carries an action mask, which TorchRL reads into every step.
     assert not supports_lean_collection(EnvFactory("Taxi-v4", num_envs=2).make())
+    # A transform the lean collector does not reproduce (here a step cap) sends it back to TorchRL.
+    capped = EnvFactory("CartPole-v1", num_envs=2).make()
+    capped.transform[1].max_steps = 5
+    assert not supports_lean_collection(capped)
+    with_extra = EnvFactory("CartPole-v1", num_envs=2).make()
+    with_extra.append_transform(RewardScaling(loc=0.0, scale=2.0))
+    assert not supports_lean_collection(with_extra)
     taxi = EnvFactory("Taxi-v4", num_envs=2)
     stream = CollectorStream(lambda: taxi.make(seed=0), _random_policy(taxi), 4, lambda: 8, collector="auto")
     batches = iter(stream)

@@ -8,12 +8,24 @@ from typing import Any
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
+from torchrl.envs import (
+    DoubleToFloat,
+    EnvBase,
+    VecGymEnvTransform,
+    ExplorationType,
+    RewardSum,
+    StepCounter,
+    TransformedEnv,
+    set_exploration_type,
+)
 
+TRAJ_IDS = ("collector", "traj_ids")
 # What the carrier of an ``EnvFactory`` env holds after a reset; any other key (an info reader's
 # output, a transform's state) means the env does more per step than this collector reproduces.
-TRAJ_IDS = ("collector", "traj_ids")
 CARRIER_KEYS = {"observation", "done", "terminated", "truncated", "step_count", "episode_reward"}
+# The transforms this collector reproduces, in this order (GymWrapper puts the first one for vector
+# envs: the final-observation swap); any other transform means it cannot.
+REPRODUCED_TRANSFORMS = (VecGymEnvTransform, StepCounter, RewardSum, DoubleToFloat)
 
 
 def vector_env_of(env: EnvBase) -> Any:
@@ -28,11 +40,17 @@ def supports_lean_collection(env: EnvBase) -> bool:
     """True when :class:`VectorEnvCollector` yields exactly what TorchRL's ``Collector`` yields on ``env``.
 
     That needs an in-process gymnasium vector env with same-step autoreset, array observations under
-    the ``observation`` key, and no per-step keys beyond the step and return counters.
+    the ``observation`` key, exactly ``EnvFactory``'s transforms (an uncapped step counter, the
+    return sum, the float cast) and no per-step keys beyond those.
     """
     import gymnasium as gym
     from gymnasium.vector import AutoresetMode
 
+    if not isinstance(env, TransformedEnv):
+        return False
+    transforms = list(env.transform)
+    if tuple(type(t) for t in transforms) != REPRODUCED_TRANSFORMS or transforms[1].max_steps is not None:
+        return False
     vector_env = vector_env_of(env)
     if vector_env is None or vector_env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
         return False
@@ -49,8 +67,8 @@ class VectorEnvCollector:
     TorchRL's ``GymWrapper`` + transforms + ``Collector`` spend most of a CartPole step on generic
     machinery (spec checks, info parsing of the final observation one copy at a time, transform
     chains, key bookkeeping). This collector does the same work with a few tensor operations per
-    step: it calls the policy on the same inputs in the same order (including the policy call that
-    ``Collector`` makes once at start), converts actions with the env's own ``read_action``, and
+    step: it calls the policy on the same input values in the same order (only the keys the policy
+    reads, and the policy call that ``Collector`` makes once at start), converts actions with the env's own ``read_action``, and
     keeps the step counter, episode return and trajectory ids as the transforms and ``Collector``
     do. Batches have the same keys, shapes, dtypes and values as ``Collector``'s
     (``tests/test_vector_collector.py``). Why not TorchRL configuration: see the README

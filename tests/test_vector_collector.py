@@ -13,6 +13,7 @@ from torchrl.envs import RewardScaling
 from torchrl.envs.utils import RandomPolicy
 from torchrl.modules import AdditiveGaussianModule, EGreedyModule, QValueActor
 
+from mbrl_lightning.algorithms.ppo import PPO
 from mbrl_lightning.data import CollectorStream
 from mbrl_lightning.data.vector_collector import VectorEnvCollector, supports_lean_collection
 from mbrl_lightning.envs import EnvFactory
@@ -31,6 +32,10 @@ def _gaussian_policy(factory: EnvFactory):
     return TensorDictSequential(actor, AdditiveGaussianModule(spec, sigma_init=0.5, sigma_end=0.5))
 
 
+def _ppo_policy(factory: EnvFactory):
+    return PPO(factory, total_frames=1024, frames_per_batch=factory.num_envs * 8).exploration_policy
+
+
 def _random_policy(factory: EnvFactory):
     return RandomPolicy(factory.make().full_action_spec)
 
@@ -38,6 +43,8 @@ def _random_policy(factory: EnvFactory):
 CASES = {
     # Network policy with exploration noise drawn from torch's generator.
     "cartpole": (EnvFactory("CartPole-v1", num_envs=8), _q_policy),
+    # A ProbabilisticActor sampling from a categorical distribution (PPO's policy).
+    "cartpole_ppo": (EnvFactory("CartPole-v1", num_envs=8), _ppo_policy),
     # Continuous actions, and time-limit truncations every 7 steps (final observations from the info).
     "pendulum": (EnvFactory("Pendulum-v1", num_envs=3, max_episode_steps=7), _gaussian_policy),
     # Integer states and categorical actions (toy text).

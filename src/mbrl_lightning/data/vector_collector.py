@@ -109,9 +109,9 @@ class VectorEnvCollector:
         with torch.no_grad():
             self.carrier = self._with_traj_ids(env.reset())
             # TorchRL's Collector runs the policy once on a copy of its first input to learn the
-            # output keys; doing the same keeps the random draws (exploration noise) in step.
-            with set_exploration_type(exploration_type):
-                probe = self._act(self._policy_input())
+            # output keys, outside any exploration context (so EGreedy draws noise while a
+            # ProbabilisticActor takes its deterministic default); the same call keeps the draws in step.
+            probe = self._act(self._policy_input())
         self._make_buffers(probe)
 
     @property

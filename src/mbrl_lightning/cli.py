@@ -125,6 +125,10 @@ class MBRLCLI(LightningCLI):
             checkpoint_root = Path(self.config.trainer.default_root_dir or ".") / "checkpoints"
             self.resume = resolve_checkpoint(ckpt_path, self.config.experiment_name, checkpoint_root)
         self.save_config_kwargs["resumed"] = self.resume is not None
+        if self.config.trainer.strategy == "ddp":
+            # Each backward of an RL update reaches only part of the module (the world model, the
+            # policy, the curiosity net), which plain DDP refuses; this mode finds the used parameters.
+            self.config.trainer.strategy = "ddp_find_unused_parameters_true"
         self.trainer_defaults["callbacks"] = [GracefulInterrupt()]
         if self.config.trainer.enable_progress_bar is not False:
             self.trainer_defaults["callbacks"].append(FrameProgressBar())
@@ -221,6 +225,8 @@ def main(args: Sequence[str] | None = None) -> int:
     except DivergenceError as error:
         print(f"\nerror: {error}", file=sys.stderr)
         return 1
+    if not cli.trainer.is_global_zero:
+        return 0  # under DDP, rank 0 owns the MLflow run and the checkpoints
     logger = cli.trainer.logger
     run_id = getattr(logger, "run_id", None)
     print(cli.end_line())

@@ -7,6 +7,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,15 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.data import ReplayBuffer, TensorSpec
 
 from mbrl_lightning.data import CollectorStream
+from mbrl_lightning.data.collector import COLLECTOR_KINDS, CollectorKind
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import ConfigurationError, DivergenceError
 from mbrl_lightning.evaluation import EVAL_SEED_OFFSET, evaluate_policy
 
 Metrics = dict[str, float]
+
+# Offset between the seeds of two DDP ranks (envs and random generators).
+RANK_SEED_OFFSET = 10_007
 
 
 class RLModule(LightningModule, ABC):
@@ -38,6 +43,15 @@ class RLModule(LightningModule, ABC):
         eval_every_frames: evaluate the deterministic policy every this many frames (0: never).
         eval_episodes: episodes per evaluation, run in parallel on a separate env.
         eval_max_steps: step cap of one evaluation episode; defaults to the env's time limit.
+        collector: what steps the training env: ``auto`` (the lean in-process collector where it
+            gives exactly TorchRL's batches, else TorchRL's), ``lean``, ``torchrl`` or
+            ``multi_sync`` (TorchRL's ``MultiSyncCollector`` with ``collector_workers`` processes,
+            for costly simulators; in-flight episodes restart on resume).
+        collector_workers: processes of the ``multi_sync`` collector; ``env.num_envs`` is split
+            evenly between them.
+
+    Under DDP every rank collects ``frames_per_batch`` frames per step with its own env seeds and
+    keeps its own replay buffer; ``total_frames`` and the logged frame count are sums over ranks.
     """
 
     automatic_optimization = False
@@ -50,6 +64,8 @@ class RLModule(LightningModule, ABC):
         eval_every_frames: int = 10_000,
         eval_episodes: int = 10,
         eval_max_steps: int | None = None,
+        collector: CollectorKind = "auto",
+        collector_workers: int = 2,
     ) -> None:
         super().__init__()
         positive = {"total_frames": total_frames, "frames_per_batch": frames_per_batch, "eval_episodes": eval_episodes}
@@ -59,6 +75,12 @@ class RLModule(LightningModule, ABC):
         if frames_per_batch % env.num_envs:
             raise ConfigurationError(
                 f"model.frames_per_batch={frames_per_batch}: must be a multiple of env.num_envs={env.num_envs}."
+            )
+        if collector not in COLLECTOR_KINDS:
+            raise ConfigurationError(f"model.collector={collector!r}: must be one of {', '.join(map(repr, COLLECTOR_KINDS))}.")
+        if collector == "multi_sync" and (collector_workers < 1 or env.num_envs % collector_workers):
+            raise ConfigurationError(
+                f"model.collector_workers={collector_workers}: must be a positive divisor of env.num_envs={env.num_envs}."
             )
         if eval_max_steps is None and env.episode_step_limit is None and eval_every_frames > 0:
             raise ConfigurationError(
@@ -70,6 +92,8 @@ class RLModule(LightningModule, ABC):
         self.eval_every_frames = eval_every_frames
         self.eval_episodes = eval_episodes
         self.eval_max_steps = eval_max_steps or env.episode_step_limit
+        self.collector = collector
+        self.collector_workers = collector_workers
 
         probe = env.make(num_envs=1)
         self.observation_spec: TensorSpec = probe.observation_spec_unbatched["observation"]
@@ -78,6 +102,7 @@ class RLModule(LightningModule, ABC):
 
         self.seed = torch.initial_seed() % 2**31
         self.frames = 0
+        self.last_batch_frames = frames_per_batch
         self.episodes = 0
         self.evaluations = 0
         self.train_seconds = 0.0
@@ -126,22 +151,50 @@ class RLModule(LightningModule, ABC):
     # ----------------------------------------------------------------- data
     def train_dataloader(self) -> CollectorStream:
         """Real transitions from the collector, one batch per training step, until the budget ends."""
+        workers = self.collector_workers
         self._stream = CollectorStream(
-            make_env=lambda: self.env.make(seed=self.seed + self.frames),
+            make_env=lambda: self.env.make(seed=self.env_seed),
             policy=self.exploration_policy,
             frames_per_batch=self.frames_per_batch,
             frames_left=lambda: self.total_frames - self.frames,
+            collector=self.collector,
+            # Picklable builders (no closure over the module): the workers are other processes.
+            make_worker_env=lambda index: partial(self.env.make, self.env.num_envs // workers, self.env_seed + index * 7919),
+            workers=workers,
         )
         self._stream.load_state_dict(self._episodes_to_continue)
         return self._stream
 
+    @property
+    def world_size(self) -> int:
+        """Processes training together (1 without DDP)."""
+        trainer = self._trainer
+        return trainer.world_size if trainer is not None else 1
+
+    @property
+    def env_seed(self) -> int:
+        """The training env's seed for the next collector: distinct per rank and per pass."""
+        rank = self.global_rank if self._trainer is not None else 0
+        return self.seed + self.frames + rank * RANK_SEED_OFFSET
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, give every rank its own random stream (exploration noise, sampling)."""
+        if self.world_size > 1:
+            seed = (self.seed + self.global_rank * RANK_SEED_OFFSET) % 2**31
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
+
     def training_step(self, dataloader_iter: Iterator) -> None:
         """Take one collected batch, update on it, evaluate when due, log by env frames."""
         started = time.perf_counter()
-        batch, _, _ = next(dataloader_iter)
+        # Acting is inference: full precision, whatever autocast the precision plugin opened.
+        with torch.autocast(self.device.type, enabled=False):
+            batch, _, _ = next(dataloader_iter)
         batch = batch.to(self.device)
         frames_before = self.frames
-        self.frames += batch.numel()
+        self.frames += self.global_frames(batch.numel())
+        self.last_batch_frames = self.frames - frames_before
         metrics = self.update(batch)
         self.check_finite(metrics)
         # Time spent collecting and learning, evaluation and logging excluded: what speed claims compare.
@@ -153,6 +206,25 @@ class RLModule(LightningModule, ABC):
         self.log_frames(metrics)
         if self.frames >= self.total_frames:
             self.trainer.should_stop = True
+
+    def global_frames(self, local_frames: int) -> int:
+        """Frames collected by all ranks together in this step (``local_frames`` without DDP)."""
+        if self.world_size == 1:
+            return local_frames
+        total = self.trainer.strategy.reduce(torch.tensor(local_frames, device=self.device), reduce_op="sum")
+        return int(total.item())
+
+    def mean_over_ranks(self, value: float) -> float:
+        """``value`` averaged over DDP ranks, for decisions that set how many gradient steps a rank takes.
+
+        DDP synchronises gradients inside every backward pass, so all ranks must take the same
+        number of them; a count derived from local data (say, a world model's held-out confidence)
+        would otherwise differ between ranks and leave one waiting for the other forever.
+        """
+        if self.world_size == 1:
+            return value
+        total = self.trainer.strategy.reduce(torch.tensor(float(value), device=self.device), reduce_op="mean")
+        return float(total.item())
 
     def on_train_epoch_start(self) -> None:
         """Stop at once when a resumed run has already spent its budget."""
@@ -270,6 +342,9 @@ class RLModule(LightningModule, ABC):
             buffer.load_state_dict(extras["buffers"][name])
         # Older checkpoints have no in-flight episodes: the resumed run starts new ones.
         self._episodes_to_continue = extras.get("episodes_in_flight", {})
+        if self.global_rank > 0:
+            # The checkpoint holds rank 0's episodes; replaying them here would duplicate its data.
+            self._episodes_to_continue = {}
         if self._stream is not None:
             self._stream.load_state_dict(self._episodes_to_continue)
         rng = extras["rng"]

@@ -211,7 +211,9 @@ class ModelBasedPPO(PPO):
         """How many rollouts to imagine now: interpolated by confidence, or fixed."""
         if not self.adaptive_rollouts:
             return self.max_rollouts
-        return interpolate_rollouts(self.confidence, self.confidence_threshold, self.min_rollouts, self.max_rollouts)
+        # Under DDP every rank must take the same number of gradient steps: agree on one confidence.
+        confidence = self.mean_over_ranks(self.confidence)
+        return interpolate_rollouts(confidence, self.confidence_threshold, self.min_rollouts, self.max_rollouts)
 
     def imagine_rollouts(self, batch: TensorDictBase, metrics: Metrics) -> TensorDictBase | None:
         """Current-policy rollouts in the model from states of the newest real batch."""

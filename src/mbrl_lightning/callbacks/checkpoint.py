@@ -63,7 +63,7 @@ class FrameCheckpoint(Callback):
                 self.best_path = self.save(trainer, BEST_CHECKPOINT)
         if self.every_n_frames <= 0:
             return
-        frames, batch = pl_module.frames, pl_module.frames_per_batch
+        frames, batch = pl_module.frames, pl_module.last_batch_frames
         if frames // self.every_n_frames > (frames - batch) // self.every_n_frames:
             self.save(trainer)
 

@@ -30,7 +30,7 @@ class KStepErrorPlot(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_: object) -> None:
         """Keep the current curve when the frame count crosses a multiple of ``every_n_frames``."""
-        frames, batch = pl_module.frames, pl_module.frames_per_batch
+        frames, batch = pl_module.frames, pl_module.last_batch_frames
         curve = getattr(pl_module, "k_step_curve", None)
         if curve is not None and frames // self.every_n_frames > (frames - batch) // self.every_n_frames:
             self.curves.append((frames, curve.tolist()))

@@ -11,7 +11,6 @@ internal generator) is detected and its episodes restart instead of continuing f
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import gymnasium as gym
@@ -33,7 +32,7 @@ class EpisodeRecorder(gym.Wrapper):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         # Without a seed the reset draws from the env's generator: its state before the draw is the seed.
-        generator = None if seed is not None else copy.deepcopy(self.unwrapped.np_random.bit_generator.state)
+        generator = None if seed is not None else _copy_state(self.unwrapped.np_random.bit_generator.state)
         observation, info = self.env.reset(seed=seed, options=options)
         self._start = {"seed": seed, "generator": generator, "options": options}
         self._actions = []
@@ -41,7 +40,8 @@ class EpisodeRecorder(gym.Wrapper):
         return observation, info
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict]:
-        self._actions.append(np.array(action, copy=True))
+        # numpy scalars (discrete actions) are immutable; arrays may be views the caller reuses.
+        self._actions.append(action if isinstance(action, np.generic) else np.array(action, copy=True))
         result = self.env.step(action)
         self._last_observation = result[0]
         return result
@@ -70,6 +70,11 @@ class EpisodeRecorder(gym.Wrapper):
         for action in snapshot["actions"].numpy():
             self.step(action)
         return np.array_equal(np.asarray(self._last_observation), snapshot["observation"].numpy())
+
+
+def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a bit generator's state dict (two levels of plain values; deepcopy is slow per reset)."""
+    return {key: dict(value) if isinstance(value, dict) else value for key, value in state.items()}
 
 
 def recorders(env: EnvBase) -> list[EpisodeRecorder]:

@@ -133,6 +133,11 @@ class EnvFactory:
         self._observation_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
+    def is_toy_text(self) -> bool:
+        """Whether the env is one of gymnasium's toy-text envs, whose info carries ``prob``."""
+        return "toy_text" in str(self.spec.entry_point)
+
+    @property
     def episode_step_limit(self) -> int | None:
         """The time limit of one episode, when the environment has one."""
         return self.max_episode_steps or self.spec.max_episode_steps
@@ -151,7 +156,7 @@ class EnvFactory:
             vectorization_mode=self.vectorization,
             vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
             # The recorder is outermost, so it sees exactly the actions the copy receives.
-            wrappers=[_DropTransitionProbability, EpisodeRecorder],
+            wrappers=[_DropTransitionProbability, EpisodeRecorder] if self.is_toy_text else [EpisodeRecorder],
             **kwargs,
         )
         # TorchRL fills the final observation of copies that did not finish with the spec's zero, which

@@ -42,12 +42,13 @@ def test_two_process_ddp_counts_global_frames_and_logs_once(subprocess_env, tmp_
     # Synchronised gradients keep the replicas identical although their data differ.
     torch.testing.assert_close(torch.tensor(ranks[0]["weights"]), torch.tensor(ranks[1]["weights"]), rtol=0, atol=0)
 
-    # Only rank 0 talks to MLflow: one run, global frames on the x-axis, one checkpoint artifact.
+    # Only rank 0 talks to MLflow: one run, global frames on the x-axis, one set of checkpoint artifacts.
     client = MlflowClient(tracking_uri())
     experiment = client.get_experiment_by_name("cartpole_dqn")
     (run,) = client.search_runs([experiment.experiment_id])
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/env_frames")]
     assert steps == list(range(2 * FRAMES_PER_BATCH, TOTAL_FRAMES + 1, 2 * FRAMES_PER_BATCH))
     assert run.data.metrics["train/env_frames"] == TOTAL_FRAMES
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/last.ckpt"]
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
+    assert artifacts == ["checkpoints/best.ckpt", "checkpoints/last.ckpt"]
     assert result.stdout.count("MLflow run:") == 1

@@ -60,6 +60,7 @@ class KStepErrorPlot(Callback):
         axes.set_ylabel("mean squared error (normalised units)")
         axes.set_title("World-model k-step error")
         axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize="small")
+        if axes.lines:  # curves of all-NaN errors (too few held-out steps yet) draw nothing
+            axes.legend(fontsize="small")
         figure.tight_layout()
         return figure

@@ -8,7 +8,8 @@ from mlflow.tracking import MlflowClient
 import torch
 from torchrl.envs import ExplorationType, set_exploration_type
 
-from mbrl_lightning.curiosity import discrete_imagination_entropy
+from mbrl_lightning.algorithms import AtariDQN
+from mbrl_lightning.curiosity import action_spread, discrete_imagination_entropy
 from mbrl_lightning.data import FrameStackReplay
 from mbrl_lightning.envs import AtariEnvFactory
 from mbrl_lightning.errors import ConfigurationError
@@ -88,6 +89,9 @@ def test_atari_factory_rejects_bad_options() -> None:
 def test_conv_world_model_error_falls_on_recorded_pacman_frames(pacman_rollout) -> None:
     torch.manual_seed(0)
     transitions = pacman_rollout.reshape(-1)[:256].select("observation", "action", ("next", "observation"))
+    # Every second pixel of the recorded frames (48x48): a quarter of the convolution work.
+    for key in ("observation", ("next", "observation")):
+        transitions[key] = transitions[key][..., ::2, ::2].contiguous()
     model = ConvWorldModel(4, 9, channels=8, residual_blocks=1)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     with torch.no_grad():
@@ -115,6 +119,48 @@ def test_imagination_entropy_is_the_spread_over_actions() -> None:
     torch.testing.assert_close(entropy, expected.expand(3))
     constant = discrete_imagination_entropy(lambda o, a: o, frames, num_actions=3)
     torch.testing.assert_close(constant, torch.zeros(3))
+
+
+def test_action_spread_is_the_standard_deviation_over_actions() -> None:
+    predictions = torch.rand(5, 9, 4, 6, 6)
+    expected = predictions.flatten(2).std(1).mean(-1)
+    torch.testing.assert_close(action_spread(predictions), expected)
+
+
+def test_world_model_imagines_all_actions_as_predict_does(pacman_rollout) -> None:
+    torch.manual_seed(0)
+    model = ConvWorldModel(4, 9, channels=8, residual_blocks=1)
+    frames = pacman_rollout["observation"][0, 100:103]
+    with torch.no_grad():
+        every = model.predict_all_actions(frames)
+        one_by_one = model.predict(frames.repeat_interleave(9, 0), torch.eye(9).repeat(3, 1)).reshape(3, 9, 4, 96, 96)
+    assert every.shape == (3, 9, 4, 96, 96)
+    torch.testing.assert_close(every, one_by_one)
+    assert every[:, :, -1].std(1).mean() > 0  # the actions lead to different futures
+
+
+def test_bonus_scores_entropy_and_the_fresh_model_error_in_one_pass(pacman_rollout) -> None:
+    torch.manual_seed(0)
+    env = AtariEnvFactory("ALE/MsPacman-v5", num_envs=2)
+    world_model = lambda c, a: ConvWorldModel(c, a, channels=8, residual_blocks=1)  # noqa: E731
+    agent = AtariDQN(env, world_model=world_model, entropy_beta=0.1, eval_every_frames=0, buffer_size=200,
+                     batch_size=16, frames_per_batch=16)
+    transitions = pacman_rollout[:, 100:104].reshape(-1)
+    bonus = agent.bonus(transitions)
+    with torch.no_grad():
+        entropy = discrete_imagination_entropy(agent.world_model.predict, transitions["observation"], 9)
+        error = agent.world_model.errors(transitions).mean().item()
+    assert bonus.shape == (8,) and (bonus > 0).all() and (bonus < 0.1).all()
+    assert agent._bonus_metrics["imagination/entropy"] == pytest.approx(entropy.mean().item(), rel=1e-4)
+    assert agent._fresh_error == pytest.approx(error, rel=1e-4)
+
+
+def test_q_net_gives_the_same_values_in_either_memory_layout() -> None:
+    torch.manual_seed(0)
+    network = AtariQNet(4, 9)
+    frames = torch.randint(0, 255, (3, 4, 96, 96), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(network(frames), network.network(frames.float() / 255.0))
 
 
 def test_attention_map_follows_what_the_conv_layers_see() -> None:
@@ -154,6 +200,8 @@ TINY = ("--model.total_frames", "64", "--model.frames_per_batch", "16", "--model
         "--model.learning_starts", "32", "--model.buffer_size", "400", "--model.model_updates_per_batch", "1",
         "--model.eval_every_frames", "64", "--model.eval_episodes", "1", "--model.eval_max_steps", "10",
         "--model.env.init_args.num_envs", "2", "--checkpoint.every_n_frames", "32",
+        # Small frames and model: the same code paths at a fraction of the convolution work.
+        "--model.env.init_args.screen_size", "48", "--model.world_model.init_args.channels", "4",
         "--trainer.callbacks", '[{"class_path": "mbrl_lightning.callbacks.AttentionGif", "init_args": {"max_steps": 8}}]')
 
 

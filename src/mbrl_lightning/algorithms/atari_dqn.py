@@ -12,12 +12,12 @@ from torchrl.envs import ExplorationType, set_exploration_type
 
 from mbrl_lightning.algorithms.base import Metrics
 from mbrl_lightning.algorithms.dqn import DQN
-from mbrl_lightning.curiosity.imagination_entropy import discrete_imagination_entropy, squash
+from mbrl_lightning.curiosity.imagination_entropy import action_spread, squash
 from mbrl_lightning.data.frame_replay import SCALAR_KEYS, FrameStackReplay
 from mbrl_lightning.data.replay import StorageKind
 from mbrl_lightning.envs.atari import AtariEnvFactory
 from mbrl_lightning.errors import require
-from mbrl_lightning.nets.conv import AtariQNet
+from mbrl_lightning.nets.conv import AtariQNet, scale_frames
 from mbrl_lightning.world_models.conv import ConvWorldModel
 from mbrl_lightning.world_models.normalization import RunningNormalizer
 
@@ -98,6 +98,7 @@ class AtariDQN(DQN):
         self.entropy_scale = RunningNormalizer(1)
         self.curiosity_scale = RunningNormalizer(1)
         self._bonus_metrics: Metrics = {}
+        self._fresh_error: float | None = None  # the model's error on the newest batch, from scoring it
 
     def build_q_network(self, q_net: QNetFactory | None, num_actions: int) -> nn.Module:
         """``q_net(frame_stack, num_actions)``, its lazy layers sized by one pass over an empty frame."""
@@ -142,15 +143,23 @@ class AtariDQN(DQN):
         every replayed sample would cost ``num_actions`` model passes per sample and Q step.
         """
         bonus = torch.zeros(transitions.shape[0], device=self.device)
+        target = scale_frames(transitions["next", "observation"])
         if self.entropy_beta:
-            entropy = discrete_imagination_entropy(self.world_model.predict, transitions["observation"], self.num_actions)
+            # One pass imagines every action; the taken action's future also gives the model's error.
+            futures = self.world_model.predict_all_actions(transitions["observation"])
+            entropy = action_spread(futures)
+            taken = futures[torch.arange(futures.shape[0], device=futures.device), transitions["action"].argmax(-1)]
+            error = ((taken - target) ** 2).mean((-3, -2, -1))
             self.entropy_scale.update(entropy.unsqueeze(-1))
             squashed = squash(entropy, self.entropy_scale.mean.clamp_min(1e-8).float())
             bonus += self.entropy_beta * squashed
             self._bonus_metrics.update({"imagination/entropy": entropy.mean().item(),
                                         "imagination/bonus": squashed.mean().item()})
-        if self.curiosity_beta:
+        else:
             error = self.world_model.errors(transitions)
+        # The model is not trained between scoring and its update: this is the held-out error.
+        self._fresh_error = error.mean().item()
+        if self.curiosity_beta:
             self.curiosity_scale.update(error.unsqueeze(-1))
             squashed = squash(error, self.curiosity_scale.mean.clamp_min(1e-8).float())
             bonus += self.curiosity_beta * squashed
@@ -162,9 +171,12 @@ class AtariDQN(DQN):
         """Measure the world model on the new batch (not yet trained on), then train it."""
         if self.world_model is None:
             return {}
-        fresh = batch.reshape(-1).select("observation", "action", ("next", "observation")).to(self.device)
-        with torch.no_grad():
-            val_loss = self.world_model.errors(fresh).mean().item()
+        val_loss = self._fresh_error
+        if val_loss is None:  # a world model without a bonus: no scoring pass measured it
+            fresh = batch.reshape(-1).select("observation", "action", ("next", "observation")).to(self.device)
+            with torch.no_grad():
+                val_loss = self.world_model.errors(fresh).mean().item()
+        self._fresh_error = None
         optimize = self.gradient_step(1)
         losses = []
         for _ in range(self.model_updates_per_batch):

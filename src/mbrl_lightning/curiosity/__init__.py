@@ -4,7 +4,11 @@ from mbrl_lightning.curiosity.base import Curiosity
 from mbrl_lightning.curiosity.beta import AdaptiveBeta, FixedBeta
 from mbrl_lightning.curiosity.disagreement import EnsembleDisagreement
 from mbrl_lightning.curiosity.icm import ICM
-from mbrl_lightning.curiosity.imagination_entropy import ImaginationEntropy, discrete_imagination_entropy
+from mbrl_lightning.curiosity.imagination_entropy import (
+    ImaginationEntropy,
+    action_spread,
+    discrete_imagination_entropy,
+)
 from mbrl_lightning.curiosity.rnd import RND
 
 __all__ = [
@@ -15,5 +19,6 @@ __all__ = [
     "ICM",
     "ImaginationEntropy",
     "RND",
+    "action_spread",
     "discrete_imagination_entropy",
 ]

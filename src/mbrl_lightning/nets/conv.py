@@ -56,7 +56,12 @@ class AtariQNet(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Q-values ``[..., num_actions]``."""
-        return self.network(scale_frames(frames))
+        frames = scale_frames(frames)
+        if frames.dim() == 4:
+            # oneDNN's channels-last convolutions: a TD step (forward and backward, batch 32, one
+            # CPU thread) took 46 ms instead of 82 ms in NCHW. Same values, another memory layout.
+            frames = frames.contiguous(memory_format=torch.channels_last)
+        return self.network(frames)
 
     def reset_noise(self) -> None:
         """Resample the noise of noisy layers (no-op without them)."""

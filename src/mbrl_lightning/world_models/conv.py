@@ -70,6 +70,27 @@ class ConvWorldModel(nn.Module):
         # The older frames of the next stack are the current stack shifted: known, not predicted.
         return torch.cat([frames[..., 1:, :, :], newest], -3)
 
+    def predict_all_actions(self, frames: torch.Tensor) -> torch.Tensor:
+        """Next frames under every action, ``[batch, num_actions, C, H, W]``: ``predict`` for each one-hot action.
+
+        The first convolution is linear in its input, so its frame part is computed once per
+        state and its action-plane part once per action (the planes do not depend on the state),
+        instead of once per (state, action) pair: the same numbers, about a fifth less work.
+        """
+        frames = scale_frames(frames)
+        batch, channels, height, width = frames.shape
+        first = self.encoder[0]
+        frame_part = F.conv2d(frames, first.weight[:, :channels], first.bias, first.stride, first.padding)
+        planes = torch.eye(self.num_actions, dtype=frames.dtype, device=frames.device)[..., None, None]
+        planes = planes.expand(self.num_actions, self.num_actions, height, width)
+        action_part = F.conv2d(planes, first.weight[:, channels:], None, first.stride, first.padding)
+        encoded = (frame_part.unsqueeze(1) + action_part).flatten(0, 1)
+        hidden = self.blocks(self.encoder[1:](encoded))
+        change = self.decoder(hidden).reshape(batch, self.num_actions, 1, height, width)
+        newest = frames[:, None, -1:] + change
+        older = frames[:, None, 1:].expand(batch, self.num_actions, channels - 1, height, width)
+        return torch.cat([older, newest], 2)
+
     def errors(self, transitions: TensorDictBase) -> torch.Tensor:
         """Per-transition mean squared error of the predicted next stack, shape ``[batch]``."""
         predicted = self.predict(transitions["observation"], transitions["action"])

@@ -50,7 +50,8 @@ class OffPolicyActorCritic(RLModule):
         actor_lr: Adam learning rate of the actor.
         critic_lr: Adam learning rate of the critic.
         gamma: discount factor.
-        tau: Polyak rate of the target networks per actor step (every gradient step unless ``actor_update_interval`` > 1).
+        tau: Polyak rate of the target networks per actor step (every gradient step when
+            ``actor_update_interval`` is 1).
         batch_size: transitions per gradient step.
         buffer_size: replay-buffer capacity in transitions.
         replay_storage: ``memory`` (RAM) or ``memmap`` (memory-mapped files).

@@ -88,7 +88,8 @@ def main() -> None:
     torch.set_num_threads(1)
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # its handler writes to stdout
     for name in args.algorithms:
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
+        # Python-side output goes to stderr (pybullet still prints "argv[0]=" lines from C to stdout).
+        with contextlib.redirect_stdout(sys.stderr):
             record = measure(name, args.env, args.learning_starts, args.batches, args.profile)
         print(json.dumps(record), flush=True)
 

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from mbrl_lightning.algorithms import DDPG, TD3
+from mbrl_lightning.algorithms.soft_update import ForeachSoftUpdate
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import ConfigurationError
 
@@ -116,3 +117,48 @@ def test_imagination_ddpg_fits_and_logs_the_contract_metrics() -> None:
     assert logged["imagination/entropy"] > 0
     assert 0 < logged["curiosity/intrinsic_reward"] < 2  # two tanh-squashed terms
     assert logged["imagination/rollouts"] == 64 * 4
+
+
+def test_fused_target_update_matches_torchrl_soft_update() -> None:
+    from torchrl.objectives import SoftUpdate
+
+    tau = 0.05
+    models = []
+    for _ in range(2):
+        seed_everything(0)
+        models.append(_task_model(DDPG, tau=tau))
+    fused, plain = models
+    reference = SoftUpdate(plain.loss_module, tau=tau)
+    before = [t.clone() for t in fused.target_updater._current()[1]]
+    for model in models:  # move the trained networks away from their targets, identically
+        with torch.no_grad():
+            for index, param in enumerate(model.loss_module.parameters()):
+                param.add_(0.1 * (index + 1))
+    fused.target_updater.step()
+    reference.step()
+    sources, targets = fused.target_updater._current()
+    _, reference_targets = ForeachSoftUpdate._lookup(reference)
+    assert len(targets) == len(reference_targets) == 12  # weights and biases of 3 actor and 3 critic layers
+    for old, source, target, expected in zip(before, sources, targets, reference_targets, strict=True):
+        torch.testing.assert_close(target, expected)
+        torch.testing.assert_close(target, old + tau * (source.detach() - old))
+        assert not torch.equal(target, old)
+
+
+def test_td3_moves_its_targets_only_with_the_actor() -> None:
+    seed_everything(0)
+    model = _task_model(TD3, learning_starts=40, total_frames=40, updates_per_batch=3)
+    targets = model.target_updater._current()[1]
+    moves = []
+    original_step = model.target_updater.step
+
+    def counting_step() -> None:
+        moves.append(model.gradient_steps)
+        original_step()
+
+    model.target_updater.step = counting_step
+    before = [t.clone() for t in targets]
+    _fit(model)
+    assert model.gradient_steps == 3
+    assert moves == [0, 2]  # actor steps 0 and 2 of three critic steps (policy delay 2)
+    assert all(not torch.equal(old, new) for old, new in zip(before, targets, strict=True))

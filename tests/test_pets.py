@@ -25,11 +25,13 @@ class EpisodeReturns(Callback):
             self.returns.append(float(value))
 
 
-# Small enough for the test suite: 4 episodes (one random), a smaller planner than the config's.
+# Small enough for the test suite: 4 episodes (one random) and a sixth of the config's planner work
+# per action (2 CEM iterations of 50 candidates instead of 4 of 200; the same 15-step horizon, which
+# the swing-up needs: at 12 steps the third planned episode stays below -700).
 SMALL_PETS = (
     "--model.total_frames", "800", "--model.eval_every_frames", "0",
-    "--model.planner.init_args.population", "100", "--model.planner.init_args.elites", "10",
-    "--model.planner.init_args.iterations", "3", "--model.model_updates_per_batch", "150",
+    "--model.planner.init_args.population", "50", "--model.planner.init_args.elites", "5",
+    "--model.planner.init_args.iterations", "2", "--model.model_updates_per_batch", "150",
 )
 
 
@@ -49,10 +51,16 @@ def test_pets_improves_pendulum_return_within_800_frames() -> None:
 
 
 def test_mcts_agent_trains_on_cartpole_and_plans_with_its_model() -> None:
-    cli = run_fit(*fit_args("cartpole_mcts.yaml", "--model.total_frames", "500", "--model.eval_every_frames", "500",
-                            "--model.eval_episodes", "1", "--model.planner.init_args.num_simulations", "8",
-                            "--model.model_updates_per_batch", "50"))
+    # 200 random frames, 200 planned ones, one evaluation episode cut at 200 steps (a good agent
+    # would otherwise plan 500 steps there); 6 simulations, each valued by 4 rollouts of 8 steps.
+    # On random data alone the model's plans fall within 10-20 steps; planning on its own data helps.
+    cli = run_fit(*fit_args("cartpole_mcts.yaml", "--model.total_frames", "400", "--model.random_frames", "200",
+                            "--model.frames_per_batch", "200", "--model.eval_every_frames", "400",
+                            "--model.eval_episodes", "1", "--model.env.init_args.max_episode_steps", "200",
+                            "--model.planner.init_args.num_simulations", "6",
+                            "--model.planner.init_args.num_rollouts", "4", "--model.model_updates_per_batch", "50"))
     assert isinstance(cli.model.planner, MCTSPlanner)
+    assert cli.model.frames == 400
     metrics = cli.trainer.callback_metrics
     # Random play lasts about 22 steps; searching the learned model keeps the pole up far longer.
     assert float(metrics["eval/return_mean"]) > 60

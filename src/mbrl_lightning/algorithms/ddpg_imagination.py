@@ -102,9 +102,9 @@ class ImaginationDDPG(DDPG):
         metrics.update(self.model_learner.measure(batch))
         return metrics
 
-    def critic_batch(self) -> tuple[TensorDictBase, Metrics]:
-        """Replayed transitions whose rewards carry the detached imagination bonus."""
-        sample, metrics = super().critic_batch()
+    def critic_batch(self, sample: TensorDictBase) -> tuple[TensorDictBase, Metrics]:
+        """Replayed transitions whose rewards carry the detached imagination bonus (of the current actor)."""
+        sample, metrics = super().critic_batch(sample)
         with set_exploration_type(ExplorationType.RANDOM):
             bonus, bonus_metrics = self.imagination.bonus(sample, self.imagination_policy)
         metrics.update(bonus_metrics)

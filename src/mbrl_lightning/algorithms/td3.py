@@ -24,7 +24,8 @@ class TD3(OffPolicyActorCritic):
         **kwargs: settings of :class:`OffPolicyActorCritic` and :class:`RLModule`.
     """
 
-    critic_loss_key = "loss_qvalue"
+    critic_loss_method = "value_loss"
+    actor_loss_method = "actor_loss"
     critic_params_attribute = "qvalue_network_params"
 
     def __init__(

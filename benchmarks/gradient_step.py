@@ -1,0 +1,98 @@
+"""Cost of DDPG/TD3 gradient steps inside a real fit, one thread; one JSON line per algorithm.
+
+    python benchmarks/gradient_step.py                                   # DDPG and TD3 on HalfCheetahBullet
+    python benchmarks/gradient_step.py --algorithms ddpg --profile 30    # plus cProfile of one update
+
+Each run collects ``--learning_starts`` frames, then ``--batches`` batches of 64 frames, each
+followed by 64 gradient steps (the defaults of ``conf/half_cheetah.yaml``: 256-128 MLPs, batch 64).
+The record holds the median CPU and wall milliseconds per gradient step over the learning batches
+(the first one, which warms up, left out), training frames per CPU-second (collection and
+learning, one gradient step per frame) and the load average, since other jobs may share the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import json
+import logging
+import os
+import pstats
+import statistics
+import sys
+import time
+
+import torch
+from lightning.pytorch import Trainer, seed_everything
+
+from mbrl_lightning.algorithms import DDPG, TD3
+from mbrl_lightning.envs import EnvFactory
+
+ALGORITHMS = {"ddpg": DDPG, "td3": TD3}
+FRAMES_PER_BATCH = 64
+
+
+def measure(name: str, env_id: str, learning_starts: int, batches: int, profile_lines: int) -> dict:
+    """Fit ``name`` for ``batches`` learning batches; time every ``update`` call."""
+    seed_everything(0)
+    model = ALGORITHMS[name](
+        EnvFactory(env_id, num_envs=1), learning_starts=learning_starts, frames_per_batch=FRAMES_PER_BATCH,
+        updates_per_batch=FRAMES_PER_BATCH, total_frames=learning_starts + FRAMES_PER_BATCH * batches,
+        eval_every_frames=0,
+    )
+    cpu: list[float] = []
+    wall: list[float] = []
+    stamps: list[float] = []
+    profiler = cProfile.Profile()
+    update = model.update
+
+    def timed_update(batch):
+        learning = len(model.replay_buffer) + batch.numel() >= model.learning_starts
+        profiled = learning and profile_lines and len(cpu) == 2
+        if profiled:
+            profiler.enable()
+        started_cpu, started_wall = time.process_time(), time.perf_counter()
+        metrics = update(batch)
+        if profiled:
+            profiler.disable()
+        if learning:
+            cpu.append(time.process_time() - started_cpu)
+            wall.append(time.perf_counter() - started_wall)
+            stamps.append(time.process_time())
+        return metrics
+
+    model.update = timed_update
+    Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0).fit(model)
+    if profile_lines:
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(profile_lines)
+    return {
+        "algorithm": name, "env": env_id, "batch_size": model.batch_size,
+        "cpu_ms_per_gradient_step": round(statistics.median(cpu[1:]) / FRAMES_PER_BATCH * 1e3, 2),
+        "wall_ms_per_gradient_step": round(statistics.median(wall[1:]) / FRAMES_PER_BATCH * 1e3, 2),
+        "train_frames_per_cpu_second": round(FRAMES_PER_BATCH * (len(stamps) - 1) / (stamps[-1] - stamps[0]), 1),
+        "learning_batches": len(cpu), "load_average": round(os.getloadavg()[0], 2),
+    }
+
+
+def main() -> None:
+    """Measure each algorithm and print one JSON line each."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algorithms", nargs="+", choices=sorted(ALGORITHMS), default=["ddpg", "td3"])
+    parser.add_argument("--env", default="HalfCheetahBulletEnv-v0")
+    parser.add_argument("--learning_starts", type=int, default=1024)
+    parser.add_argument("--batches", type=int, default=12, help="learning batches of 64 frames and 64 steps")
+    parser.add_argument("--profile", type=int, default=0, help="print this many cProfile lines (stderr)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    logging.getLogger("torchrl").setLevel(logging.WARNING)  # its handler writes to stdout
+    for name in args.algorithms:
+        # Python-side output goes to stderr (pybullet still prints "argv[0]=" lines from C to stdout).
+        with contextlib.redirect_stdout(sys.stderr):
+            record = measure(name, args.env, args.learning_starts, args.batches, args.profile)
+        print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import require
 from mbrl_lightning.planners import CEMPlanner, EnsembleDynamics, MCTSPlanner, MPCPlanner
 from mbrl_lightning.planners.dynamics import Propagation, RewardFn, TerminationFn
+from mbrl_lightning.planners.stats import PlanningStats
 from mbrl_lightning.world_models import GaussianEnsembleWorldModel, WorldModel
 from mbrl_lightning.world_models.learner import WorldModelLearner
 
@@ -162,13 +163,12 @@ class PETS(RLModule):
 
     def evaluate(self) -> Metrics:
         """Evaluate with the planner; its time there is reported apart from collection's."""
-        pending = (self.planner.seconds, self.planner.actions_planned)
-        self.planner.seconds, self.planner.actions_planned = 0.0, 0
+        collection_stats, self.planner.stats = self.planner.stats, PlanningStats()
         metrics = super().evaluate()
         seconds = self.planner.pop_metrics().get("planner/seconds_per_action")
         if seconds is not None:
             metrics["eval/planner_seconds_per_action"] = seconds
-        self.planner.seconds, self.planner.actions_planned = pending
+        self.planner.stats = collection_stats
         # The evaluation's last plans must not seed the training env's next step.
         self.planner.reset()
         return metrics

@@ -13,6 +13,7 @@ from torchrl.data import TensorSpec
 
 from mbrl_lightning.errors import ConfigurationError, require
 from mbrl_lightning.planners.dynamics import PlanningDynamics
+from mbrl_lightning.planners.stats import PlanningStats
 
 
 class MPCPlanner(TensorDictModuleBase, ABC):
@@ -74,9 +75,7 @@ class MPCPlanner(TensorDictModuleBase, ABC):
         self.warm_start = warm_start
         self.dynamics = dynamics
         self._plans: dict[int, Tensor] = {}
-        self.seconds = 0.0
-        self.actions_planned = 0
-        self.last_predicted_return = float("nan")
+        self.stats = PlanningStats()
 
     # ----------------------------------------------------------------- what a subclass says
     @abstractmethod
@@ -149,9 +148,7 @@ class MPCPlanner(TensorDictModuleBase, ABC):
         self._plans[envs] = torch.cat([plan[:, 1:], self.center.expand(envs, 1, self.action_size)], 1)
         action = plan[:, 0].reshape(*batch_shape, self.action_size)
         tensordict.set("action", action.to(observation.dtype))
-        self.seconds += time.perf_counter() - started
-        self.actions_planned += envs
-        self.last_predicted_return = float(predicted.mean())
+        self.stats.record(time.perf_counter() - started, envs, float(predicted.mean()))
         return tensordict
 
     def reset(self) -> None:
@@ -160,9 +157,4 @@ class MPCPlanner(TensorDictModuleBase, ABC):
 
     def pop_metrics(self) -> dict[str, float]:
         """``planner/*`` metrics since the last call: seconds per action, predicted return."""
-        metrics = {"planner/predicted_return": self.last_predicted_return}
-        if self.actions_planned:
-            metrics["planner/seconds_per_action"] = self.seconds / self.actions_planned
-        self.seconds = 0.0
-        self.actions_planned = 0
-        return metrics
+        return self.stats.pop_metrics()

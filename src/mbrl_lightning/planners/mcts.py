@@ -16,6 +16,7 @@ from torchrl.data import OneHot, TensorSpec
 
 from mbrl_lightning.errors import ConfigurationError, require
 from mbrl_lightning.planners.dynamics import PlanningDynamics
+from mbrl_lightning.planners.stats import PlanningStats
 
 Selection = Literal["ucb1", "puct"]
 # ``value_fn(observation [n, obs]) -> value [n]``, e.g. a learned value network.
@@ -83,9 +84,7 @@ class MCTSPlanner(TensorDictModuleBase):
         self.num_rollouts = num_rollouts
         self.value_fn = value_fn
         self.dynamics = dynamics
-        self.seconds = 0.0
-        self.actions_planned = 0
-        self.last_root_value = float("nan")
+        self.stats = PlanningStats()
 
     def model_action(self, index: Tensor, dtype: torch.dtype) -> Tensor:
         """Action indices as the model reads them: one-hot rows or a single index column."""
@@ -211,10 +210,8 @@ class MCTSPlanner(TensorDictModuleBase):
         else:
             action = best.to(self.action_dtype).reshape(batch_shape)
         tensordict.set("action", action)
-        self.seconds += time.perf_counter() - started
-        self.actions_planned += flat.shape[0]
         rows = torch.arange(flat.shape[0])
-        self.last_root_value = float(root_q[rows, best].mean())
+        self.stats.record(time.perf_counter() - started, flat.shape[0], float(root_q[rows, best].mean()))
         return tensordict
 
     def reset(self) -> None:
@@ -222,9 +219,4 @@ class MCTSPlanner(TensorDictModuleBase):
 
     def pop_metrics(self) -> dict[str, float]:
         """``planner/*`` metrics since the last call: seconds per action, root value."""
-        metrics = {"planner/predicted_return": self.last_root_value}
-        if self.actions_planned:
-            metrics["planner/seconds_per_action"] = self.seconds / self.actions_planned
-        self.seconds = 0.0
-        self.actions_planned = 0
-        return metrics
+        return self.stats.pop_metrics()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import fit_args, run_fit
 
+from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.envs.atari import AtariEnvFactory
 from mbrl_lightning.envs.episode_replay import EpisodeRecorder, restore_episodes, snapshot_episodes
 
@@ -71,6 +72,18 @@ def test_an_atari_game_in_flight_is_restored_through_the_frame_stack() -> None:
     last_frames = rollout["next", "observation"][:, -1].numpy()
     for recorder, frames in zip(restored.base_env._env.envs, last_frames):
         np.testing.assert_array_equal(recorder._last_observation, frames)
+
+
+def test_a_pybullet_episode_started_by_an_unseeded_reset_is_restored() -> None:
+    """pybullet's robot draws its start pose from the env's generator object, shared by reference."""
+    factory = EnvFactory("HalfCheetahBulletEnv-v0", num_envs=2)
+    env = factory.make(seed=3)
+    env.rollout(30, break_when_any_done=False)  # its reset is unseeded: the generator state is the seed
+    snapshots = snapshot_episodes(env)
+    assert all(snapshot["seed"] is None for snapshot in snapshots)
+    restored = factory.make(seed=99)
+    restored.reset()
+    assert restore_episodes(restored, snapshots)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

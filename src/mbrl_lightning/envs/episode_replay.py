@@ -63,9 +63,9 @@ class EpisodeRecorder(gym.Wrapper):
     def restore(self, snapshot: EpisodeSnapshot) -> bool:
         """Replay ``snapshot``'s episode; True when the replay reproduced the recorded observation."""
         if snapshot["seed"] is None:
-            generator = np.random.Generator(getattr(np.random, snapshot["generator"]["bit_generator"])())
-            generator.bit_generator.state = snapshot["generator"]
-            self.unwrapped.np_random = generator
+            # Set the state in place: envs hand the same generator object to their parts (pybullet's
+            # robot draws its initial pose from it), which a fresh generator would not reach.
+            self.unwrapped.np_random.bit_generator.state = snapshot["generator"]
         self.reset(seed=snapshot["seed"])
         for action in snapshot["actions"].numpy():
             self.step(action)

@@ -57,7 +57,8 @@ def test_mcts_agent_trains_on_cartpole_and_plans_with_its_model() -> None:
     cli = run_fit(*fit_args("cartpole_mcts.yaml", "--model.total_frames", "400", "--model.random_frames", "200",
                             "--model.frames_per_batch", "200", "--model.eval_every_frames", "400",
                             "--model.eval_episodes", "1", "--model.env.init_args.max_episode_steps", "200",
-                            "--model.planner.init_args.num_simulations", "6",
+                            "--model.planner.init_args.num_simulations", "6", "--model.value_updates_per_batch", "0",
+                            "--model.planner.init_args.rollout_horizon", "8",
                             "--model.planner.init_args.num_rollouts", "4", "--model.model_updates_per_batch", "50"))
     assert isinstance(cli.model.planner, MCTSPlanner)
     assert cli.model.frames == 400
@@ -65,6 +66,29 @@ def test_mcts_agent_trains_on_cartpole_and_plans_with_its_model() -> None:
     # Random play lasts about 22 steps; searching the learned model keeps the pole up far longer.
     assert float(metrics["eval/return_mean"]) > 60
     assert float(metrics["planner/seconds_per_action"]) > 0
+
+
+def test_mcts_agent_learns_its_leaf_value_and_keeps_it_in_checkpoints(tmp_path) -> None:
+    # The configured agent (leaves valued by the TD(0) network alone) on a small budget: the network
+    # trains on every batch, the planner reads it, and a checkpoint carries its weights.
+    cli = run_fit(*fit_args("cartpole_mcts.yaml", "--model.total_frames", "400", "--model.random_frames", "200",
+                            "--model.frames_per_batch", "200", "--model.eval_every_frames", "0",
+                            "--model.planner.init_args.num_simulations", "4", "--model.model_updates_per_batch", "20",
+                            "--model.value_updates_per_batch", "20", "--model.value_batch_size", "64"))
+    model = cli.model
+    assert model.planner.value_fn == model.value_learner.value
+    assert float(cli.trainer.callback_metrics["loss/value"]) >= 0
+    # Two optimizers (model, value); the value network's Adam has taken 2 x 20 steps.
+    value_optimizer = model.optimizer(1).optimizer
+    assert all(state["step"] == 40 for state in value_optimizer.state.values())
+    state = model.state_dict()
+    assert any(key.startswith("value_learner.network.") for key in state)
+    assert not any(key.startswith("planner.") for key in state)  # stored once, not under the planner
+
+
+def test_mcts_agent_refuses_leaves_without_any_value(capsys: pytest.CaptureFixture) -> None:
+    assert main(fit_args("cartpole_mcts.yaml", "--model.value_updates_per_batch", "0")) == 2
+    assert "rollout_horizon=0 needs model.value_updates_per_batch > 0" in capsys.readouterr().err
 
 
 def test_known_model_mpc_reaches_arm_targets() -> None:

@@ -137,6 +137,19 @@ def test_mcts_with_a_perfect_model_picks_the_better_branch(selection: str) -> No
     assert categorical(TensorDict({"observation": torch.zeros(1, 2)}, [1]))["action"].tolist() == [1]
 
 
+def test_mcts_values_leaves_by_value_fn_without_rollouts() -> None:
+    # Both actions pay the same reward; only the value of the state they lead to differs.
+    torch.manual_seed(0)
+    planner = MCTSPlanner(OneHot(2), num_simulations=20, rollout_horizon=0, gamma=0.5,
+                          value_fn=lambda observation: 3.0 * observation[:, 1])
+    planner.dynamics = KnownDynamics(two_branch_dynamics, lambda o, a, n: torch.ones(o.shape[0], 1))
+    visits, q, _ = planner.search(torch.zeros(1, 2))
+    assert planner(TensorDict({"observation": torch.zeros(1, 2)}, [1]))["action"].long().argmax(-1).tolist() == [1]
+    # The first visit of each root edge: reward 1 plus half the value of its child (0 or 3).
+    assert q[0, 1] > q[0, 0]
+    assert visits[0, 1] > visits[0, 0]
+
+
 def test_planners_refuse_the_wrong_kind_of_action_spec() -> None:
     with pytest.raises(ConfigurationError, match="discrete actions"):
         MCTSPlanner(Bounded(-1.0, 1.0, shape=(1,)))

@@ -113,3 +113,16 @@ def test_running_normalizer_matches_batch_statistics() -> None:
     torch.testing.assert_close(normalizer.mean.float(), data.mean(0), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(normalizer.std.float(), data.std(0), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(normalizer.denormalize(normalizer.normalize(data)), data, rtol=1e-4, atol=1e-4)
+
+
+def test_running_normalizer_never_returns_stale_cached_statistics() -> None:
+    normalizer = RunningNormalizer(2)
+    normalizer.update(torch.tensor([[0.0, 0.0], [2.0, 4.0]]))
+    first = normalizer.normalize(torch.tensor([[2.0, 4.0]]))
+    normalizer.update(torch.tensor([[10.0, 20.0]]))  # the statistics move: the cache must follow
+    torch.testing.assert_close(normalizer.stats(torch.float32)[1], normalizer.std.float())
+    assert not torch.equal(normalizer.normalize(torch.tensor([[2.0, 4.0]])), first)
+    other = RunningNormalizer(2)
+    other.normalize(torch.zeros(1, 2))  # caches the empty statistics
+    other.load_state_dict(normalizer.state_dict())
+    torch.testing.assert_close(other.normalize(torch.tensor([[2.0, 4.0]])), normalizer.normalize(torch.tensor([[2.0, 4.0]])))

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import torch
+from tensordict import TensorDictBase
+
+from mbrl_lightning.algorithms.base import Metrics
 from mbrl_lightning.algorithms.pets import PETS, PlannerFactory, WorldModelFactory
 from mbrl_lightning.envs import EnvFactory
-from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.errors import ConfigurationError, require
 from mbrl_lightning.planners import MCTSPlanner
 from mbrl_lightning.planners.dynamics import Propagation, RewardFn, TerminationFn
+from mbrl_lightning.planners.value import LeafValueLearner
 from mbrl_lightning.world_models import MLPWorldModel
 
 
@@ -18,6 +24,9 @@ class MCTSAgent(PETS):
     The loop is PETS's (random frames first, then every action is searched; the model learns from
     the replay buffer after every batch); only the planner and the defaults differ: a deterministic
     MLP model, expanded by its mean prediction, and :class:`~mbrl_lightning.planners.MCTSPlanner`.
+    With ``value_updates_per_batch > 0`` a state-value network learns by TD(0) from the same buffer
+    (:class:`~mbrl_lightning.planners.value.LeafValueLearner`, the planner's discount) and values the
+    leaves after their rollouts (``rollout_horizon: 0`` values leaves by the network alone).
 
     Args:
         env: the environment factory; actions must be discrete.
@@ -27,6 +36,11 @@ class MCTSAgent(PETS):
         sample_noise: sample next states from predicted Gaussians (probabilistic models only).
         reward_fn: known reward function; None: learned.
         termination_fn: known termination function; None: learned.
+        value_updates_per_batch: TD(0) steps of the leaf-value network per collected batch; 0: no value network.
+        value_hidden_sizes: hidden widths of the leaf-value network.
+        value_lr: Adam learning rate of the leaf-value network.
+        value_batch_size: transitions per leaf-value gradient step.
+        value_tau: Polyak step of the leaf-value target network per gradient step.
         **kwargs: the model-learning, budget and evaluation settings of :class:`PETS`.
     """
 
@@ -39,6 +53,11 @@ class MCTSAgent(PETS):
         sample_noise: bool = False,
         reward_fn: RewardFn | None = None,
         termination_fn: TerminationFn | None = None,
+        value_updates_per_batch: int = 0,
+        value_hidden_sizes: Sequence[int] = (128, 128),
+        value_lr: float = 1e-3,
+        value_batch_size: int = 256,
+        value_tau: float = 0.01,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -51,3 +70,35 @@ class MCTSAgent(PETS):
                 f"model.planner={type(self.planner).__name__}: MCTSAgent plans with "
                 "mbrl_lightning.planners.MCTSPlanner; use PETS for the MPC planners."
             )
+        require(value_updates_per_batch >= 0, "model.value_updates_per_batch", value_updates_per_batch,
+                "must be zero or positive")
+        require(value_lr > 0, "model.value_lr", value_lr, "must be positive")
+        self.value_lr = value_lr
+        self.value_learner: LeafValueLearner | None = None
+        if value_updates_per_batch > 0:
+            self.value_learner = LeafValueLearner(
+                int(self.observation_spec.shape[-1]), hidden_sizes=value_hidden_sizes, gamma=self.planner.gamma,
+                tau=value_tau, batch_size=value_batch_size, updates_per_batch=value_updates_per_batch,
+            )
+            # A bound method, not the module: the network's weights are stored once, under value_learner.
+            self.planner.value_fn = self.value_learner.value
+        elif self.planner.rollout_horizon == 0:
+            raise ConfigurationError(
+                "model.planner.init_args.rollout_horizon=0 needs model.value_updates_per_batch > 0: "
+                "without rollouts or a value network every leaf is worth 0."
+            )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | list[torch.optim.Optimizer]:
+        """Adam over the world model, and over the leaf-value network when there is one."""
+        model_optimizer = super().configure_optimizers()
+        if self.value_learner is None:
+            return model_optimizer
+        return [model_optimizer, torch.optim.Adam(self.value_learner.network.parameters(), lr=self.value_lr)]
+
+    def update(self, batch: TensorDictBase) -> Metrics:
+        """PETS's model update, then TD(0) steps of the leaf-value network on the same buffer."""
+        metrics = super().update(batch)
+        if self.value_learner is not None:
+            self.value_learner.observe(batch["observation"].reshape(-1, batch["observation"].shape[-1]))
+            metrics.update(self.value_learner.train_steps(self.replay_buffer, self.gradient_step(1)))
+        return metrics

@@ -46,4 +46,4 @@ class Curiosity(nn.Module, ABC):
     def intrinsic_reward(self, transitions: TensorDictBase) -> torch.Tensor:
         """Novelty in units of its running standard deviation, shape ``[batch]``."""
         novelty = self.novelty(transitions)
-        return novelty / self.reward_scale.std.to(novelty.dtype).squeeze(-1)
+        return novelty / self.reward_scale.stats(novelty.dtype)[1].squeeze(-1)

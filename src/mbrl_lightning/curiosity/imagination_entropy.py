@@ -79,7 +79,7 @@ class ImaginationEntropy(Curiosity):
         return torch.tanh(x) if self.squash == "tanh" else x
 
     def _scale(self, dtype: torch.dtype) -> torch.Tensor:
-        return self.world_model.observation_normalizer.std.to(dtype)
+        return self.world_model.observation_normalizer.stats(dtype)[1]
 
     # ----------------------------------------------------------------- the two terms
     @torch.no_grad()

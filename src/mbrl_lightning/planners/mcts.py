@@ -177,7 +177,8 @@ class MCTSPlanner(TensorDictModuleBase):
     def _leaf_values(self, leaf: Tensor) -> Tensor:
         """Mean discounted return of random rollouts from each leaf, plus the discounted value net."""
         envs = leaf.shape[0]
-        k = self.num_rollouts
+        # Without rollouts every copy of a leaf would get the same value: compute it once.
+        k = self.num_rollouts if self.rollout_horizon > 0 else 1
         state = leaf.repeat_interleave(k, 0)
         n = state.shape[0]
         total = state.new_zeros(n)

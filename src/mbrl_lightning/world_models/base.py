@@ -118,8 +118,8 @@ class WorldModel(nn.Module, ABC):
         )
         if out.logvar is not None:
             std = (0.5 * out.logvar).exp()
-            prediction.next_observation_std = std[..., :size] * self.delta_normalizer.std.to(std.dtype)
-            prediction.reward_std = std[..., size:] * self.reward_normalizer.std.to(std.dtype)
+            prediction.next_observation_std = std[..., :size] * self.delta_normalizer.stats(std.dtype)[1]
+            prediction.reward_std = std[..., size:] * self.reward_normalizer.stats(std.dtype)[1]
         return prediction
 
     def forward(self, transitions: TensorDictBase) -> TensorDictBase:

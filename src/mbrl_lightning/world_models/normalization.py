@@ -22,6 +22,11 @@ class RunningNormalizer(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(size, dtype=torch.float64))
         self.register_buffer("m2", torch.zeros(size, dtype=torch.float64))
+        # (mean, std) in the dtype last asked for, with the key it was computed under: planners read
+        # the statistics thousands of times per action, and recomputing the float64 std each time
+        # cost more than the model's forward pass.
+        self._cached_key: tuple | None = None
+        self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
@@ -45,10 +50,24 @@ class RunningNormalizer(nn.Module):
             return torch.ones_like(self.mean)
         return (self.m2 / (self.count - 1)).sqrt().clamp_min(self.min_std)
 
+    def stats(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation in ``dtype``; recomputed only after the statistics change.
+
+        The key holds the buffers' version counters, which every in-place change bumps (``update``,
+        ``load_state_dict``, a DDP buffer broadcast), so a stale value can never be returned.
+        """
+        key = (dtype, self.mean.device, self.count._version, self.mean._version, self.m2._version)
+        if key != self._cached_key or self._cached is None:
+            self._cached = (self.mean.to(dtype), self.std.to(dtype))
+            self._cached_key = key
+        return self._cached
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` in the dtype of ``x``."""
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        mean, std = self.stats(x.dtype)
+        return (x - mean) / std
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`normalize`."""
-        return x * self.std.to(x.dtype) + self.mean.to(x.dtype)
+        mean, std = self.stats(x.dtype)
+        return x * std + mean

@@ -58,7 +58,7 @@ def k_step_errors(model: WorldModel, trajectories: TensorDictBase, horizon: int)
     observation = trajectories["observation"][:, :starts]
     alive = torch.ones(observation.shape[:2], dtype=torch.bool, device=observation.device)
     errors = []
-    scale = model.observation_normalizer.std.to(observation.dtype)
+    scale = model.observation_normalizer.stats(observation.dtype)[1]
     for k in range(horizon):
         window = slice(k, k + starts)
         action = trajectories["action"][:, window]

@@ -1,0 +1,76 @@
+"""The leaf-value network of tree search learns discounted returns and plugs into MCTS."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from mbrl_lightning.data import make_replay_buffer
+from mbrl_lightning.planners.value import LeafValueLearner
+
+GAMMA = 0.9
+
+
+def chain_transitions(length: int = 5, copies: int = 40) -> TensorDict:
+    """A chain 0 -> 1 -> ... -> length with reward 1 per step; the step into ``length`` terminates."""
+    position = torch.arange(length, dtype=torch.float32).repeat(copies).unsqueeze(-1)
+    following = position + 1
+    return TensorDict({
+        "observation": position,
+        "next": {
+            "observation": following,
+            "reward": torch.ones_like(position),
+            "terminated": following == length,
+        },
+    }, batch_size=[position.shape[0]])
+
+
+def test_td0_values_converge_to_the_discounted_steps_left() -> None:
+    torch.manual_seed(0)
+    transitions = chain_transitions()
+    buffer = make_replay_buffer(1_000)
+    buffer.extend(transitions)
+    learner = LeafValueLearner(1, hidden_sizes=(32, 32), gamma=GAMMA, tau=0.05, batch_size=64, updates_per_batch=100)
+    learner.observe(transitions["observation"])
+    optimizer = torch.optim.Adam(learner.network.parameters(), lr=3e-3)
+
+    def optimize(loss: torch.Tensor) -> None:
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    states = torch.arange(5, dtype=torch.float32).unsqueeze(-1)
+    # From state s the chain pays 5 - s more rewards: V(s) = sum_{i < 5 - s} gamma^i.
+    expected = torch.tensor([sum(GAMMA**i for i in range(5 - s)) for s in range(5)])
+    with torch.no_grad():
+        error_before = (learner.value(states) - expected).abs().max()
+    metrics = {}
+    for _ in range(15):
+        metrics = learner.train_steps(buffer, optimize)
+    with torch.no_grad():
+        error_after = (learner.value(states) - expected).abs().max()
+    assert error_after < 0.1 < error_before
+    assert set(metrics) == {"loss/value", "planner/leaf_value_mean"}
+
+
+def test_truncated_transitions_bootstrap() -> None:
+    # One state that loops onto itself with reward 1, never terminating: V = 1 / (1 - gamma) = 10.
+    torch.manual_seed(0)
+    state = torch.zeros(64, 1)
+    buffer = make_replay_buffer(100)
+    buffer.extend(TensorDict({"observation": state, "next": {"observation": state, "reward": torch.ones(64, 1),
+                                                             "terminated": torch.zeros(64, 1, dtype=torch.bool)}},
+                             batch_size=[64]))
+    learner = LeafValueLearner(1, hidden_sizes=(16,), gamma=GAMMA, tau=0.2, batch_size=32, updates_per_batch=200)
+    optimizer = torch.optim.Adam(learner.network.parameters(), lr=1e-2)
+
+    def optimize(loss: torch.Tensor) -> None:
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(5):
+        learner.train_steps(buffer, optimize)
+    with torch.no_grad():
+        assert learner.value(torch.zeros(1, 1)).item() == pytest.approx(10.0, abs=0.5)

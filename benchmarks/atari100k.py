@@ -15,12 +15,11 @@ SimPLe 1,480, DreamerV3 about 1,400, DIAMOND 1,958.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
-import sys
 import time
 
+from json_lines import stdout_to_stderr
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.cli import MBRLCLI
@@ -48,7 +47,7 @@ def run(agent: str, seed: int, agent_steps: int, eval_episodes: int, overrides: 
             "--model.total_frames", str(agent_steps), "--model.eval_episodes", str(eval_episodes),
             "--checkpoint.every_n_frames", str(agent_steps), "--trainer.callbacks", "[]",
             *AGENTS[agent], *overrides]
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
+    with stdout_to_stderr():  # stdout carries only the JSON lines
         cli = MBRLCLI(args)
         cli.fit()
     run_id = cli.trainer.logger.run_id

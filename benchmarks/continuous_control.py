@@ -2,6 +2,10 @@
 
     python benchmarks/continuous_control.py --envs half_cheetah ant --seeds 0 1 2 --budgets 100000 300000
     python benchmarks/continuous_control.py --envs half_cheetah --seeds 0 --budgets 20000 --eval_every 5000
+    python benchmarks/continuous_control.py --summarize runs.jsonl   # summaries of records printed earlier
+
+Seeds may run as separate processes (in parallel, or one at a time as a machine frees up); their
+saved record lines are summarised together with ``--summarize``.
 
 Each (env, algorithm, seed) is a ``fit`` of ``conf/<env>.yaml`` (DDPG) or ``conf/<env>_imagination.yaml``
 through the CLI with ``total_frames`` = the largest budget, logged to the MLflow experiment
@@ -15,12 +19,11 @@ next to the rl-baselines3-zoo DDPG score after 1M frames.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
-import sys
 import time
 
+from json_lines import stdout_to_stderr
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.cli import MBRLCLI
@@ -41,7 +44,7 @@ def run(env: str, algorithm: str, seed: int, budgets: list[int], eval_every: int
     args = ["--config", config, "--seed_everything", str(seed), "--experiment_name", f"benchmark_{env}{ALGORITHMS[algorithm]}",
             "--trainer.enable_progress_bar", "false", "--model.total_frames", str(max(budgets)),
             "--model.eval_every_frames", str(eval_every), "--model.eval_episodes", str(eval_episodes), *overrides]
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
+    with stdout_to_stderr():  # stdout carries only the JSON lines
         cli = MBRLCLI(args)
         cli.fit()
     run_id = cli.trainer.logger.run_id
@@ -58,7 +61,7 @@ def run(env: str, algorithm: str, seed: int, budgets: list[int], eval_every: int
 
 def summary(env: str, algorithm: str, budget: int, records: list[dict]) -> dict:
     """Mean and 95% interval of the return at ``budget`` over seeds."""
-    values = [r["returns"][str(budget)] for r in records if r["returns"][str(budget)] is not None]
+    values = [r["returns"][str(budget)] for r in records if r["returns"].get(str(budget)) is not None]
     mean = statistics.fmean(values) if values else None
     half_width = None
     if len(values) > 1:
@@ -67,6 +70,19 @@ def summary(env: str, algorithm: str, budget: int, records: list[dict]) -> dict:
             "return_mean": mean, "ci95": None if half_width is None else [mean - half_width, mean + half_width],
             "train_fps_mean": statistics.fmean(r["train_fps"] for r in records),
             "zoo_ddpg_1M": ZOO_DDPG_1M.get(env)}
+
+
+def summarize_file(path: str) -> None:
+    """One summary line per (env, algorithm, budget) over the per-run records saved in ``path``."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    with open(path) as lines:
+        for line in lines:
+            record = json.loads(line)
+            if not record.get("summary"):
+                groups.setdefault((record["env"], record["algorithm"]), []).append(record)
+    for (env, algorithm), records in groups.items():
+        for budget in sorted({int(b) for r in records for b in r["returns"]}):
+            print(json.dumps(summary(env, algorithm, budget, records)), flush=True)
 
 
 def main() -> None:
@@ -79,8 +95,12 @@ def main() -> None:
     parser.add_argument("--eval_every", type=int, default=10_000, help="frames between evaluations; divides the budgets")
     # (a budget that is no multiple of frames_per_batch is read at the batch that crosses it)
     parser.add_argument("--eval_episodes", type=int, default=5)
+    parser.add_argument("--summarize", metavar="FILE", help="print the summaries of the record lines in FILE and exit")
     parser.add_argument("overrides", nargs="*", help="extra fit.py overrides, after --")
     args = parser.parse_args()
+    if args.summarize:
+        summarize_file(args.summarize)
+        return
     if any(b % args.eval_every for b in args.budgets):
         parser.error("--eval_every must divide every budget, so that an evaluation falls on each")
     for env in args.envs:

@@ -16,13 +16,12 @@ algorithm plans, and the MLflow run id (experiment ``benchmark_<config>``) for t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
+from json_lines import stdout_to_stderr
 from mlflow.tracking import MlflowClient
 from solve_cartpole import solve_point
 
@@ -57,7 +56,7 @@ def run_seed(config: str, seed: int, overrides: list[str], threshold: float | No
         args += ["--trainer.callbacks+=mbrl_lightning.callbacks.StopAtReturn", f"--trainer.callbacks.threshold={threshold}"]
     if report_at:
         args += ["--model.total_frames", str(max(report_at))]
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
+    with stdout_to_stderr():  # stdout carries only the JSON lines
         cli = MBRLCLI([*args, *overrides])
         cli.fit()
     run_id = cli.trainer.logger.run_id

@@ -13,12 +13,11 @@ is the time spent collecting and learning until then (``train/seconds``: evaluat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sys
 import time
 from pathlib import Path
 
+from json_lines import stdout_to_stderr
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.cli import MBRLCLI
@@ -53,7 +52,7 @@ def run_seed(config: str, seed: int, overrides: list[str], threshold: float = SO
                 "--trainer.enable_progress_bar", "false", "--model.eval_every_frames", str(eval_every),
                 "--trainer.callbacks+=mbrl_lightning.callbacks.StopAtReturn",
                 f"--trainer.callbacks.threshold={threshold}", *overrides]
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON lines
+    with stdout_to_stderr():  # stdout carries only the JSON lines
         cli = MBRLCLI(fit_args)
         cli.fit()
     run_id = cli.trainer.logger.run_id

@@ -10,6 +10,7 @@ from conftest import fit_args, run_fit
 from lightning.pytorch import Callback
 from mlflow.tracking import MlflowClient
 
+from mbrl_lightning.nets.ensemble import EnsembleLinear
 from mbrl_lightning.tracking import tracking_uri
 
 FAMILIES = {
@@ -23,18 +24,25 @@ FAMILIES = {
     "mbppo": ("cartpole_mbppo.yaml", "--model.total_frames", "256", "--model.epochs", "2",
               "--model.imagination_iterations", "2", "--model.model_updates_per_batch", "4"),
     "dyna_q": ("cliffwalking_dynaq.yaml", "--model.total_frames", "256"),
+    "ddpg": ("pendulum_ddpg.yaml", "--model.total_frames", "384", "--model.learning_starts", "256"),
+    "pets": ("pendulum_pets.yaml", "--model.total_frames", "400", "--model.planner.init_args.population", "20",
+             "--model.planner.init_args.elites", "4", "--model.planner.init_args.iterations", "1",
+             "--model.model_updates_per_batch", "5"),
+    "mcts": ("cartpole_mcts.yaml", "--model.total_frames", "500", "--model.planner.init_args.num_simulations", "4",
+             "--model.model_updates_per_batch", "5", "--model.value_updates_per_batch", "5",
+             "--model.value_batch_size", "32"),
 }
 
 
 class LinearOutputDtypes(Callback):
-    """Records the dtype of every Linear output during updates (autocast shows as bfloat16)."""
+    """Records the dtype of every (ensemble) linear layer's output (autocast shows as bfloat16)."""
 
     def __init__(self) -> None:
         self.dtypes: set[torch.dtype] = set()
 
     def on_train_start(self, trainer, pl_module) -> None:
         for module in pl_module.modules():
-            if isinstance(module, torch.nn.Linear):
+            if isinstance(module, (torch.nn.Linear, EnsembleLinear)):
                 module.register_forward_hook(lambda _m, _i, output: self.dtypes.add(output.dtype))
 
 

@@ -26,6 +26,8 @@ CARRIER_KEYS = {"observation", "done", "terminated", "truncated", "step_count", 
 # The transforms this collector reproduces, in this order (GymWrapper puts the first one for vector
 # envs: the final-observation swap); any other transform means it cannot.
 REPRODUCED_TRANSFORMS = (VecGymEnvTransform, StepCounter, RewardSum, DoubleToFloat)
+# The ``next`` entries of a step, in TorchRL's batch.
+NEXT_KEYS = ("observation", "reward", "terminated", "truncated", "done", "step_count", "episode_reward")
 
 
 def vector_env_of(env: EnvBase) -> Any:
@@ -54,6 +56,10 @@ def supports_lean_collection(env: EnvBase) -> bool:
     vector_env = vector_env_of(env)
     if vector_env is None or vector_env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
         return False
+    if list(env.base_env.action_keys) != ["action"]:
+        return False
+    if not vector_env.copy:  # batches keep the arrays a step returns, so they must be fresh ones
+        return False
     if not isinstance(vector_env.single_observation_space, (gym.spaces.Box, gym.spaces.Discrete)):
         return False
     keys = set(env.observation_spec.keys(True, True)) | set(env.full_done_spec.keys(True, True))
@@ -66,11 +72,12 @@ class VectorEnvCollector:
 
     TorchRL's ``GymWrapper`` + transforms + ``Collector`` spend most of a CartPole step on generic
     machinery (spec checks, info parsing of the final observation one copy at a time, transform
-    chains, key bookkeeping). This collector does the same work with a few tensor operations per
+    chains, key bookkeeping). This collector does the same work with a few numpy operations per
     step: it calls the policy on the same input values in the same order (only the keys the policy
-    reads, and the policy call that ``Collector`` makes once at start), converts actions with the env's own ``read_action``, and
-    keeps the step counter, episode return and trajectory ids as the transforms and ``Collector``
-    do. Batches have the same keys, shapes, dtypes and values as ``Collector``'s
+    reads, and the policy call that ``Collector`` makes once at start), converts actions with the
+    env's own action spec, and keeps the step counter, episode return and trajectory ids as the
+    transforms and ``Collector`` do; each key of a batch is stacked once from the per-step arrays.
+    Batches have the same keys, shapes, dtypes and values as ``Collector``'s
     (``tests/test_vector_collector.py``). Why not TorchRL configuration: see the README
     ("Collection speed"); disabling traj ids, transforms and policy checks left it near 20% of raw
     gymnasium speed.
@@ -97,14 +104,19 @@ class VectorEnvCollector:
         self.exploration_type = exploration_type
         self.num_envs = int(env.batch_size[0])
         self.steps_per_batch = frames_per_batch // self.num_envs
-        self._observation_spec = env.observation_spec["observation"]
-        self._reward_dtype = env.reward_spec.dtype
-        self._raw_reward_dtype = env.base_env.reward_spec.dtype
+        self._observation_shape = tuple(env.observation_spec["observation"].shape)
+        self._observation_dtype = _numpy_dtype(env.observation_spec["observation"].dtype)
+        self._reward_dtype = _numpy_dtype(env.reward_spec.dtype)
+        self._raw_reward_dtype = _numpy_dtype(env.base_env.reward_spec.dtype)
+        # After a step every copy's flags are down (ended copies were reset): one shared, never-written array.
+        self._flags_down = np.zeros((self.num_envs, 1), dtype=bool)
         self._policy_device = _device_of(policy)
-        self._read_action = env.base_env.read_action
+        self._action_spec = env.base_env.full_action_spec["action"]
         # The policy sees only the keys it reads: a smaller TensorDict is cheaper at every module.
         in_keys = getattr(policy, "in_keys", None)
-        self._policy_keys = [_flat(key) for key in in_keys] if in_keys else None
+        policy_keys = [_flat(key) for key in in_keys] if in_keys else []
+        carrier_keys = CARRIER_KEYS | {TRAJ_IDS}
+        self._policy_keys = policy_keys if policy_keys and all(key in carrier_keys for key in policy_keys) else None
         self.next_traj_id = 0
         with torch.no_grad():
             self.carrier = self._with_traj_ids(env.reset())
@@ -112,24 +124,29 @@ class VectorEnvCollector:
             # output keys, outside any exploration context (so EGreedy draws noise while a
             # ProbabilisticActor takes its deterministic default); the same call keeps the draws in step.
             probe = self._act(self._policy_input())
-        self._make_buffers(probe)
+        # What the policy wrote wins over the carrier, as in TorchRL (the policy updates it in place).
+        self._acted_keys = [_flat(key) for key in probe.keys(include_nested=True, leaves_only=True)]
+        self._carried_keys = [key for key in self._state if key not in self._acted_keys]
 
     @property
     def carrier(self) -> TensorDictBase:
         """The next input of the policy: observations, flags, step and return counters, trajectory ids."""
         carrier = TensorDict(batch_size=[self.num_envs])
-        for key, value in self._carrier.items():
-            carrier.set(key, value)
+        for key, value in self._state.items():
+            carrier.set(key, torch.from_numpy(value.copy()))
         return carrier
 
     @carrier.setter
     def carrier(self, carrier: TensorDictBase) -> None:
-        self._carrier = dict(carrier.items(include_nested=True, leaves_only=True))
+        # Kept as numpy arrays: a step computes on them in numpy, which costs far less per call
+        # than torch's operator dispatch on these small arrays. Arrays are replaced, never written.
+        self._state = {key: value.numpy().copy() for key, value in carrier.items(include_nested=True, leaves_only=True)}
 
     def _policy_input(self) -> TensorDictBase:
-        if self._policy_keys is None or any(key not in self._carrier for key in self._policy_keys):
+        if self._policy_keys is None:
             return self.carrier
-        return TensorDict({key: self._carrier[key] for key in self._policy_keys}, batch_size=[self.num_envs])
+        state = self._state
+        return TensorDict({key: torch.from_numpy(state[key]) for key in self._policy_keys}, batch_size=[self.num_envs])
 
     # ----------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[TensorDictBase]:
@@ -139,44 +156,22 @@ class VectorEnvCollector:
     @torch.no_grad()
     def rollout(self) -> TensorDictBase:
         """One batch ``[num_envs, steps_per_batch]`` in TorchRL's layout."""
+        # Each step appends its values; one stack per key builds the batch (cheaper than a slice write per step).
+        acted = {key: [] for key in self._acted_keys}
+        carried = {key: [] for key in self._carried_keys}
+        after = {key: [] for key in NEXT_KEYS}
         with set_exploration_type(self.exploration_type):
-            for t in range(self.steps_per_batch):
-                acted = self._act(self._policy_input())
-                for key, buffer in self._root_buffers:
-                    buffer[:, t] = acted.get(key)
-                for key, buffer in self._carrier_buffers:
-                    buffer[:, t] = self._carrier[key]
-                self._carrier = self._env_step(acted.get("action"), t)
-        return self._batch.clone()
-
-    def _make_buffers(self, acted: TensorDictBase) -> None:
-        """Preallocate the batch: each step writes its tensors into a time slice (no stacking)."""
-        n, steps = self.num_envs, self.steps_per_batch
-        batch = TensorDict(batch_size=[n, steps])
-        self._root_buffers, self._carrier_buffers = [], []
-        policy_keys = {_flat(key) for key in acted.keys(include_nested=True, leaves_only=True)}
-        for key in policy_keys | set(self._carrier):
-            # What the policy wrote wins over the carrier, as in TorchRL (the policy updates it in place).
-            value = acted.get(key) if key in policy_keys else self._carrier[key]
-            buffer = torch.empty((n, steps, *value.shape[1:]), dtype=value.dtype)
-            batch.set(key, buffer)
-            (self._root_buffers if key in policy_keys else self._carrier_buffers).append((key, buffer))
-        observation = self._observation_spec
-        flag = ((1,), torch.bool)
-        layout = {
-            "observation": (tuple(observation.shape[1:]), observation.dtype),
-            "reward": ((1,), self._reward_dtype),
-            "terminated": flag,
-            "truncated": flag,
-            "done": flag,
-            "step_count": ((1,), self._carrier["step_count"].dtype),
-            "episode_reward": ((1,), self._reward_dtype),
-        }
-        self._next_buffers = {}
-        for name, (shape, dtype) in layout.items():
-            self._next_buffers[name] = torch.empty((n, steps, *shape), dtype=dtype)
-            batch.set(("next", name), self._next_buffers[name])
-        self._batch = batch
+            for _ in range(self.steps_per_batch):
+                output = self._act(self._policy_input())
+                for key, values in acted.items():
+                    values.append(output.get(key))
+                for key, values in carried.items():
+                    values.append(self._state[key])
+                self._env_step(output.get("action"), after)
+        columns = {key: torch.stack(values, dim=1) for key, values in acted.items()}
+        columns.update((key, _batch_major(values)) for key, values in carried.items())
+        columns.update((("next", key), _batch_major(values)) for key, values in after.items())
+        return TensorDict(_nested(columns), batch_size=[self.num_envs, self.steps_per_batch])
 
     def shutdown(self) -> None:
         """Close the env (same call as TorchRL collectors)."""
@@ -194,7 +189,7 @@ class VectorEnvCollector:
 
     def restart_episodes(self) -> None:
         """Start new episodes in every copy (used when in-flight episodes cannot be replayed)."""
-        traj_ids = self._carrier[TRAJ_IDS]
+        traj_ids = torch.from_numpy(self._state[TRAJ_IDS])
         self.carrier = self.env.reset().set(TRAJ_IDS, traj_ids)
 
     # ----------------------------------------------------------------- one step
@@ -208,70 +203,89 @@ class VectorEnvCollector:
             return self.policy(carrier)
         return self.policy(carrier.to(self._policy_device)).to("cpu")
 
-    def _env_step(self, action: torch.Tensor, t: int) -> dict[Any, torch.Tensor]:
-        """Step the copies; write the ``next`` entries of time ``t``; return the next carrier."""
-        action = self._read_action(action)
-        carrier = self._carrier
+    def _env_step(self, action: torch.Tensor, after: dict[str, list[np.ndarray]]) -> None:
+        """Step the copies; append the ``next`` entries to ``after``; move the carrier on."""
+        # What the env's read_action does for one action key, minus its per-call spec lookups.
+        action = self._action_spec.to_numpy(action, safe=False)
         observation, reward, terminated, truncated, info = self.vector_env.step(action)
-        done = np.logical_or(terminated, truncated)
-        any_done = bool(done.any())
+        n = self.num_envs
+        terminated = np.asarray(terminated, dtype=bool).reshape(n, 1)
+        truncated = np.asarray(truncated, dtype=bool).reshape(n, 1)
+        done = terminated | truncated
+        ended = np.flatnonzero(done)
         final_observation = observation
-        if any_done:
+        if len(ended):
             # Same-step autoreset: the step returns the first observation of the new episode and
             # keeps the true last one in the info, which is what ("next", "observation") must hold.
             final_observation = np.array(observation, copy=True)
-            ended = np.flatnonzero(info["_final_obs"])
-            final_observation[ended] = np.stack(info["final_obs"][ended])
-            if done.all():
+            for index in ended:  # a few copies a step: cheaper than stacking the info's object array
+                final_observation[index] = info["final_obs"][index]
+            if len(ended) == n:
                 # TorchRL resets the whole vector env again when every copy ended on the same step
                 # (its VecGymEnvTransform treats that as a full reset), discarding the autoreset's
                 # first observations; doing the same keeps the episodes identical.
                 observation, _ = self.vector_env.reset()
-        n = self.num_envs
-        # The transforms sum returns before DoubleToFloat casts: add in the raw dtype, then cast.
-        raw_reward = torch.from_numpy(np.asarray(reward)).to(self._raw_reward_dtype).view(n, 1)
-        reward = raw_reward.to(self._reward_dtype)
-        terminated_t = torch.from_numpy(np.asarray(terminated, dtype=bool)).view(n, 1)
-        truncated_t = torch.from_numpy(np.asarray(truncated, dtype=bool)).view(n, 1)
-        done_t = torch.from_numpy(done).view(n, 1)
-        step_count = carrier["step_count"] + 1
-        episode_reward = (carrier["episode_reward"] + raw_reward).to(self._reward_dtype)
-        final_observation_t = self._observation(final_observation)
-        values = {
-            "observation": final_observation_t,
-            "reward": reward,
-            "terminated": terminated_t,
-            "truncated": truncated_t,
-            "done": done_t,
+        state = self._state
+        # The transforms sum returns before DoubleToFloat casts: add in the raw dtype, then cast
+        # (numpy promotes and rounds as torch does).
+        raw_reward = np.asarray(reward, dtype=self._raw_reward_dtype).reshape(n, 1)
+        step_count = state["step_count"] + 1
+        episode_reward = (state["episode_reward"] + raw_reward).astype(self._reward_dtype)
+        final_observation = self._observation(final_observation)
+        after["observation"].append(final_observation)
+        after["reward"].append(raw_reward.astype(self._reward_dtype))
+        after["terminated"].append(terminated)
+        after["truncated"].append(truncated)
+        after["done"].append(done)
+        after["step_count"].append(step_count)
+        after["episode_reward"].append(episode_reward)
+        traj_ids = state[TRAJ_IDS]
+        if len(ended):
+            # New arrays: the ones above are in ``after`` and must keep their values.
+            traj_ids, step_count, episode_reward = traj_ids.copy(), step_count.copy(), episode_reward.copy()
+            traj_ids[ended] = np.arange(self.next_traj_id, self.next_traj_id + len(ended))
+            self.next_traj_id += len(ended)
+            step_count[ended] = 0
+            episode_reward[ended] = 0
+            final_observation = self._observation(observation)
+        self._state = {
+            "observation": final_observation,
+            "done": self._flags_down,
+            "terminated": self._flags_down,
+            "truncated": self._flags_down,
             "step_count": step_count,
             "episode_reward": episode_reward,
-        }
-        for name, value in values.items():
-            self._next_buffers[name][:, t] = value
-        traj_ids = carrier[TRAJ_IDS]
-        ended_t = done_t.view(n)
-        if any_done:
-            new_ids = torch.arange(self.next_traj_id, self.next_traj_id + int(ended_t.sum()))
-            self.next_traj_id += len(new_ids)
-            traj_ids = traj_ids.masked_scatter(ended_t, new_ids)
-        return {
-            "observation": self._observation(observation) if any_done else final_observation_t,
-            "done": torch.zeros_like(done_t),
-            "terminated": torch.zeros_like(done_t),
-            "truncated": torch.zeros_like(done_t),
-            "step_count": step_count.masked_fill(done_t, 0),
-            "episode_reward": episode_reward.masked_fill(done_t, 0.0),
             TRAJ_IDS: traj_ids,
         }
 
-    def _observation(self, observation: np.ndarray) -> torch.Tensor:
-        spec = self._observation_spec
-        return torch.from_numpy(np.asarray(observation)).to(spec.dtype).view(spec.shape)
+    def _observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.asarray(observation, dtype=self._observation_dtype).reshape(self._observation_shape)
 
 
 def _flat(key: str | tuple[str, ...]) -> str | tuple[str, ...]:
     """TensorDict keys as ``items(include_nested=True)`` spells them: a 1-tuple is its string."""
     return key[0] if isinstance(key, tuple) and len(key) == 1 else key
+
+
+def _batch_major(values: list[np.ndarray]) -> torch.Tensor:
+    """Per-step arrays ``[num_envs, ...]`` as one contiguous ``[num_envs, steps, ...]`` tensor (a copy)."""
+    return torch.from_numpy(np.array(values).swapaxes(0, 1).copy())
+
+
+def _nested(columns: dict[str | tuple[str, ...], Any]) -> dict[str, Any]:
+    """Nested dicts from nested keys: TensorDict builds those in one call, faster than a ``set`` per key."""
+    tree: dict[str, Any] = {}
+    for key, value in columns.items():
+        *parents, leaf = (key,) if isinstance(key, str) else key
+        node = tree
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return tree
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty((), dtype=dtype).numpy().dtype
 
 
 def _device_of(policy: Any) -> torch.device | None:

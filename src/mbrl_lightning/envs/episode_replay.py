@@ -26,13 +26,16 @@ class EpisodeRecorder(gym.Wrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
+        # Resets happen every few steps of a vector env: skip the wrapper chain that ``unwrapped`` walks.
+        self._base = env.unwrapped
         self._start: dict[str, Any] = {}
         self._actions: list[np.ndarray] = []
         self._last_observation: Any = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
-        # Without a seed the reset draws from the env's generator: its state before the draw is the seed.
-        generator = None if seed is not None else _copy_state(self.unwrapped.np_random.bit_generator.state)
+        # Without a seed the reset draws from the env's generator: its state before the draw is the seed
+        # (numpy builds a new state dict on every read, so it needs no copy).
+        generator = None if seed is not None else self._base.np_random.bit_generator.state
         observation, info = self.env.reset(seed=seed, options=options)
         self._start = {"seed": seed, "generator": generator, "options": options}
         self._actions = []
@@ -65,16 +68,11 @@ class EpisodeRecorder(gym.Wrapper):
         if snapshot["seed"] is None:
             # Set the state in place: envs hand the same generator object to their parts (pybullet's
             # robot draws its initial pose from it), which a fresh generator would not reach.
-            self.unwrapped.np_random.bit_generator.state = snapshot["generator"]
+            self._base.np_random.bit_generator.state = snapshot["generator"]
         self.reset(seed=snapshot["seed"])
         for action in snapshot["actions"].numpy():
             self.step(action)
         return np.array_equal(np.asarray(self._last_observation), snapshot["observation"].numpy())
-
-
-def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a bit generator's state dict (two levels of plain values; deepcopy is slow per reset)."""
-    return {key: dict(value) if isinstance(value, dict) else value for key, value in state.items()}
 
 
 def recorders(env: EnvBase) -> list[EpisodeRecorder]:

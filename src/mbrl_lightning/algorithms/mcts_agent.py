@@ -82,7 +82,7 @@ class MCTSAgent(PETS):
             )
             # A bound method, not the module: the network's weights are stored once, under value_learner.
             self.planner.value_fn = self.value_learner.value
-        elif self.planner.rollout_horizon == 0:
+        elif self.planner.rollout_horizon == 0 and self.planner.value_fn is None:
             raise ConfigurationError(
                 "model.planner.init_args.rollout_horizon=0 needs model.value_updates_per_batch > 0: "
                 "without rollouts or a value network every leaf is worth 0."

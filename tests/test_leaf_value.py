@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -26,6 +28,18 @@ def chain_transitions(length: int = 5, copies: int = 40) -> TensorDict:
     }, batch_size=[position.shape[0]])
 
 
+def adam_steps(learner: LeafValueLearner, lr: float) -> Callable[[torch.Tensor], None]:
+    """One Adam step of the value network per loss, as the agent's ``gradient_step`` takes it."""
+    optimizer = torch.optim.Adam(learner.network.parameters(), lr=lr)
+
+    def optimize(loss: torch.Tensor) -> None:
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return optimize
+
+
 def test_td0_values_converge_to_the_discounted_steps_left() -> None:
     torch.manual_seed(0)
     transitions = chain_transitions()
@@ -33,13 +47,7 @@ def test_td0_values_converge_to_the_discounted_steps_left() -> None:
     buffer.extend(transitions)
     learner = LeafValueLearner(1, hidden_sizes=(32, 32), gamma=GAMMA, tau=0.05, batch_size=64, updates_per_batch=100)
     learner.observe(transitions["observation"])
-    optimizer = torch.optim.Adam(learner.network.parameters(), lr=3e-3)
-
-    def optimize(loss: torch.Tensor) -> None:
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
+    optimize = adam_steps(learner, lr=3e-3)
     states = torch.arange(5, dtype=torch.float32).unsqueeze(-1)
     # From state s the chain pays 5 - s more rewards: V(s) = sum_{i < 5 - s} gamma^i.
     expected = torch.tensor([sum(GAMMA**i for i in range(5 - s)) for s in range(5)])
@@ -63,13 +71,7 @@ def test_truncated_transitions_bootstrap() -> None:
                                                              "terminated": torch.zeros(64, 1, dtype=torch.bool)}},
                              batch_size=[64]))
     learner = LeafValueLearner(1, hidden_sizes=(16,), gamma=GAMMA, tau=0.2, batch_size=32, updates_per_batch=200)
-    optimizer = torch.optim.Adam(learner.network.parameters(), lr=1e-2)
-
-    def optimize(loss: torch.Tensor) -> None:
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
+    optimize = adam_steps(learner, lr=1e-2)
     for _ in range(5):
         learner.train_steps(buffer, optimize)
     with torch.no_grad():

@@ -3,9 +3,13 @@
     python benchmarks/continuous_control.py --envs half_cheetah ant --seeds 0 1 2 --budgets 100000 300000
     python benchmarks/continuous_control.py --envs half_cheetah --seeds 0 --budgets 20000 --eval_every 5000
     python benchmarks/continuous_control.py --summarize runs.jsonl   # summaries of records printed earlier
+    python benchmarks/continuous_control.py --extend runs.jsonl --budgets 300000 >> runs.jsonl  # train them longer
 
 Seeds may run as separate processes (in parallel, or one at a time as a machine frees up); their
-saved record lines are summarised together with ``--summarize``.
+saved record lines are summarised together with ``--summarize``. Long budgets can be reached in
+pieces: ``--extend`` resumes each recorded run from its last checkpoint (in the same MLflow run,
+exactly as if it had never stopped) up to the largest budget and prints its new record, which
+replaces the old one in ``--summarize`` (the last record of an (env, algorithm, seed) counts).
 
 Each (env, algorithm, seed) is a ``fit`` of ``conf/<env>.yaml`` (DDPG) or ``conf/<env>_imagination.yaml``
 through the CLI with ``total_frames`` = the largest budget, logged to the MLflow experiment
@@ -37,13 +41,15 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 
 
 def run(env: str, algorithm: str, seed: int, budgets: list[int], eval_every: int, eval_episodes: int,
-        overrides: list[str]) -> dict:
-    """Fit one seed up to the largest budget; return its record."""
+        overrides: list[str], resume: dict | None = None) -> dict:
+    """Fit one seed up to the largest budget (continuing the run of record ``resume``); return its record."""
     config = f"conf/{env}{ALGORITHMS[algorithm]}.yaml"
     started = time.time()
     args = ["--config", config, "--seed_everything", str(seed), "--experiment_name", f"benchmark_{env}{ALGORITHMS[algorithm]}",
             "--trainer.enable_progress_bar", "false", "--model.total_frames", str(max(budgets)),
             "--model.eval_every_frames", str(eval_every), "--model.eval_episodes", str(eval_episodes), *overrides]
+    if resume is not None:
+        args += ["--ckpt_path", f"runs:/{resume['run_id']}"]
     with stdout_to_stderr():  # stdout carries only the JSON lines
         cli = MBRLCLI(args)
         cli.fit()
@@ -56,7 +62,19 @@ def run(env: str, algorithm: str, seed: int, budgets: list[int], eval_every: int
     return {"env": env, "algorithm": algorithm, "config": config, "overrides": overrides, "seed": seed,
             "returns": returns, "eval_curve": sorted(evals.items()),
             "train_fps": round(seconds.step / max(seconds.value, 1e-9), 1),
-            "total_seconds": round(time.time() - started, 1), "run_id": run_id}
+            "total_seconds": round(time.time() - started + (resume or {}).get("total_seconds", 0.0), 1),
+            "run_id": run_id}
+
+
+def latest_records(path: str) -> list[dict]:
+    """The per-run records saved in ``path``, the last one of each (env, algorithm, seed)."""
+    latest: dict[tuple[str, str, int], dict] = {}
+    with open(path) as lines:
+        for line in lines:
+            record = json.loads(line)
+            if not record.get("summary"):
+                latest[record["env"], record["algorithm"], record["seed"]] = record
+    return list(latest.values())
 
 
 def summary(env: str, algorithm: str, budget: int, records: list[dict]) -> dict:
@@ -75,14 +93,23 @@ def summary(env: str, algorithm: str, budget: int, records: list[dict]) -> dict:
 def summarize_file(path: str) -> None:
     """One summary line per (env, algorithm, budget) over the per-run records saved in ``path``."""
     groups: dict[tuple[str, str], list[dict]] = {}
-    with open(path) as lines:
-        for line in lines:
-            record = json.loads(line)
-            if not record.get("summary"):
-                groups.setdefault((record["env"], record["algorithm"]), []).append(record)
+    for record in latest_records(path):
+        groups.setdefault((record["env"], record["algorithm"]), []).append(record)
     for (env, algorithm), records in groups.items():
         for budget in sorted({int(b) for r in records for b in r["returns"]}):
             print(json.dumps(summary(env, algorithm, budget, records)), flush=True)
+
+
+def extend(path: str, budgets: list[int], eval_every: int, eval_episodes: int) -> None:
+    """Resume every run recorded in ``path`` that stopped short of ``max(budgets)``; print the new records."""
+    for record in latest_records(path):
+        reached = max(int(b) for b in record["returns"])
+        if reached >= max(budgets):
+            continue
+        all_budgets = sorted({*(int(b) for b in record["returns"]), *budgets})
+        extended = run(record["env"], record["algorithm"], record["seed"], all_budgets, eval_every, eval_episodes,
+                       record["overrides"], resume=record)
+        print(json.dumps(extended), flush=True)
 
 
 def main() -> None:
@@ -96,6 +123,8 @@ def main() -> None:
     # (a budget that is no multiple of frames_per_batch is read at the batch that crosses it)
     parser.add_argument("--eval_episodes", type=int, default=5)
     parser.add_argument("--summarize", metavar="FILE", help="print the summaries of the record lines in FILE and exit")
+    parser.add_argument("--extend", metavar="FILE",
+                        help="continue the runs recorded in FILE from their last checkpoints to the largest --budgets")
     parser.add_argument("overrides", nargs="*", help="extra fit.py overrides, after --")
     args = parser.parse_args()
     if args.summarize:
@@ -103,6 +132,9 @@ def main() -> None:
         return
     if any(b % args.eval_every for b in args.budgets):
         parser.error("--eval_every must divide every budget, so that an evaluation falls on each")
+    if args.extend:
+        extend(args.extend, args.budgets, args.eval_every, args.eval_episodes)
+        return
     for env in args.envs:
         for algorithm in args.algorithms:
             records = []

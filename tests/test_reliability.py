@@ -94,3 +94,27 @@ def test_a_checkpoint_write_that_dies_halfway_never_replaces_the_good_one() -> N
         FrameCheckpoint(dirpath=str(good.parent)).save(trainer)
     assert good.read_bytes() == before
     assert _frames_in(good) == 256
+
+
+# Each process imports, says it is ready, waits for the go, then opens the store: all open it at once.
+_OPEN_STORE = """
+import sys, time
+from pathlib import Path
+from mlflow.tracking import MlflowClient
+from mbrl_lightning.tracking import tracking_uri
+Path(f"ready_{sys.argv[1]}").touch()
+while not Path("go").exists():
+    time.sleep(0.01)
+MlflowClient(tracking_uri()).search_experiments(max_results=1)
+"""
+
+
+def test_runs_started_together_in_a_fresh_folder_share_one_store(subprocess_env) -> None:
+    processes = [subprocess.Popen([sys.executable, "-c", _OPEN_STORE, str(i)], env=subprocess_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    while not all(Path(f"ready_{i}").exists() or processes[i].poll() is not None for i in range(3)):
+        time.sleep(0.05)
+    Path("go").touch()
+    errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], errors
+    assert MlflowClient(tracking_uri()).get_experiment_by_name("Default") is not None

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import mlflow
+from filelock import FileLock
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
@@ -13,17 +14,36 @@ from mbrl_lightning.errors import ConfigurationError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = Path("mlruns") / "artifacts"
+# Embedded stores whose schema this process has created or found complete.
+_READY_STORES: set[Path] = set()
 
 
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` when set (a team server), else the embedded SQLite store.
 
     The embedded store's path is made absolute: MLflow caches stores by URI, and a relative
-    SQLite URI would keep pointing at the folder where it was first opened.
+    SQLite URI would keep pointing at the folder where it was first opened. Its schema exists
+    once this returns (see :func:`_create_embedded_store`).
     """
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path(DEFAULT_TRACKING_URI.removeprefix('sqlite:///')).resolve()}"
+    database = Path(DEFAULT_TRACKING_URI.removeprefix("sqlite:///")).resolve()
+    _create_embedded_store(database)
+    return f"sqlite:///{database}"
+
+
+def _create_embedded_store(database: Path) -> None:
+    """Create (or migrate) the SQLite store's schema under a file lock, once per process.
+
+    Runs started together in a fresh folder (seeds in parallel) would otherwise all create the
+    tables at once, and all but one fail with "table already exists".
+    """
+    if database in _READY_STORES:
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(database.parent / ".create.lock"):
+        MlflowClient(f"sqlite:///{database}")  # the store creates its tables on first open
+    _READY_STORES.add(database)
 
 
 def ui_command() -> str:
@@ -49,7 +69,6 @@ def make_logger(
     artifact_location = None
     if uses_embedded_store():
         # The embedded store keeps its database and its artifacts side by side under mlruns/.
-        Path("mlruns").mkdir(exist_ok=True)
         artifact_location = (DEFAULT_ARTIFACT_ROOT / experiment_name).resolve().as_uri()
     return MLFlowLogger(
         experiment_name=experiment_name,

@@ -8,6 +8,8 @@ Runs are grouped by the ``algorithm`` tag (``--group-by`` takes tags, ``param:<n
 ``experiment`` or ``run_name``); each group's seeds give the mean of the final metric, its 95%
 percentile-bootstrap interval and the interquartile mean. Figures: ``learning_curve.png``
 (x = real env frames, shaded 95% interval), ``score_per_iteration.png`` and ``score_per_episode.png``.
+``--log-to EXPERIMENT`` also logs the table and figures as the artifacts of a new MLflow run there,
+so that they sit in the MLflow UI beside the runs they compare.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from mbrl_lightning.compare import group_runs, markdown_table, parse_tags, select_runs, write_figures
+from mbrl_lightning.compare import group_runs, log_comparison, markdown_table, parse_tags, select_runs, write_figures
 from mbrl_lightning.errors import ConfigurationError
 from mbrl_lightning.tracking import tracking_uri
 
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=None, help="also tabulate the frames to reach this value")
     parser.add_argument("--out", type=Path, default=Path("comparison"), help="folder for table.md and the figures")
     parser.add_argument("--include-unfinished", action="store_true", help="also use running, failed or killed runs")
+    parser.add_argument("--log-to", metavar="EXPERIMENT", help="also log the table and figures to a new MLflow run there")
     args = parser.parse_args(argv)
     try:
         client = MlflowClient(tracking_uri())
@@ -47,9 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table)
     print(table)
-    for path in write_figures(client, groups, args.out, args.metric):
+    figures = write_figures(client, groups, args.out, args.metric)
+    for path in figures:
         print(f"figure: {path}")
     print(f"table: {args.out / 'table.md'}")
+    if args.log_to:
+        params = {"experiments": " ".join(args.experiments), "tags": " ".join(args.tags),
+                  "group_by": " ".join(args.group_by), "metric": args.metric}
+        run_id = log_comparison(client, args.log_to, groups, [args.out / "table.md", *figures], params)
+        print(f"MLflow run: {run_id} (experiment {args.log_to!r}, artifacts under comparison/)")
     return 0
 
 

@@ -57,6 +57,22 @@ def test_compare_writes_table_with_seed_means_and_figures() -> None:
         assert figure.stat().st_size > 10_000, name
 
 
+def test_compare_logs_table_and_figures_to_an_mlflow_run() -> None:
+    _make_store()
+    compare = runpy.run_path(str(REPO_ROOT / "scripts" / "compare.py"))["main"]
+    assert compare(["--experiments", "cartpole", "--tags", "env_id=CartPole-v1", "--out", "out",
+                    "--log-to", "comparisons"]) == 0
+    client = MlflowClient(tracking_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("comparisons").experiment_id])
+    assert run.info.run_name == "DQN vs ImaginationDQN" and run.info.status == "FINISHED"
+    compared = set(run.data.tags["mbrl.comparison.runs"].split(","))
+    assert len(compared) == 4 and run.data.params["experiments"] == "cartpole"
+    logged = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "comparison")}
+    assert logged == {"table.md", "learning_curve.png", "score_per_iteration.png", "score_per_episode.png"}
+    table = Path(client.download_artifacts(run.info.run_id, "comparison/table.md", "downloaded"))
+    assert table.read_text() == Path("out/table.md").read_text()
+
+
 def test_statistics() -> None:
     values = np.array([1.0, 2.0, 3.0, 4.0, 100.0, 5.0, 6.0, 7.0])
     assert iqm(values) == pytest.approx(np.mean([3.0, 4.0, 5.0, 6.0]))

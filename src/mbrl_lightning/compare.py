@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from mbrl_lightning import plots
 from mbrl_lightning.errors import ConfigurationError
 from mbrl_lightning.stats import bootstrap_interval, iqm
+from mbrl_lightning.tracking import artifact_location
 from mbrl_lightning.tracking.history import joined, metric_history
 
 
@@ -165,6 +166,26 @@ def write_figures(client: MlflowClient, groups: list[Group], out_dir: Path, metr
         plots.close(figure)
         written.append(path)
     return written
+
+
+def log_comparison(client: MlflowClient, experiment_name: str, groups: list[Group], files: list[Path],
+                   params: dict[str, str]) -> str:
+    """Log ``files`` (table and figures) as the artifacts of a new run in ``experiment_name``; return its id.
+
+    The run is named after the groups it compares and tagged with the ids of the runs behind it.
+    """
+    experiment = client.get_experiment_by_name(experiment_name)
+    experiment_id = (experiment.experiment_id if experiment is not None
+                     else client.create_experiment(experiment_name, artifact_location=artifact_location(experiment_name)))
+    run_ids = ",".join(run.info.run_id for group in groups for run in group.runs)
+    run = client.create_run(experiment_id, run_name=" vs ".join(group.name for group in groups),
+                            tags={"mbrl.comparison.runs": run_ids[:5000]})
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value[:6000])
+    for path in files:
+        client.log_artifact(run.info.run_id, str(path), "comparison")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
 
 
 def parse_tags(items: list[str]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from mbrl_lightning.tracking.checkpoints import ResolvedCheckpoint, resolve_checkpoint
 from mbrl_lightning.tracking.store import (
     DEFAULT_TRACKING_URI,
+    artifact_location,
     check_reachable,
     flush_metrics,
     make_logger,
@@ -10,4 +11,4 @@ from mbrl_lightning.tracking.store import (
     ui_command,
 )
 
-__all__ = ["DEFAULT_TRACKING_URI", "ResolvedCheckpoint", "check_reachable", "flush_metrics", "make_logger", "resolve_checkpoint", "tracking_uri", "ui_command"]
+__all__ = ["DEFAULT_TRACKING_URI", "artifact_location", "ResolvedCheckpoint", "check_reachable", "flush_metrics", "make_logger", "resolve_checkpoint", "tracking_uri", "ui_command"]

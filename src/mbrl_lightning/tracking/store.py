@@ -56,6 +56,13 @@ def uses_embedded_store() -> bool:
     return not os.environ.get("MLFLOW_TRACKING_URI")
 
 
+def artifact_location(experiment_name: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside the embedded store's database, or the server's default."""
+    if not uses_embedded_store():
+        return None
+    return (DEFAULT_ARTIFACT_ROOT / experiment_name).resolve().as_uri()
+
+
 def make_logger(
     experiment_name: str,
     run_name: str | None = None,
@@ -66,17 +73,13 @@ def make_logger(
     uri = tracking_uri()
     # The process-wide URI makes mlflow.flush_async_logging() reach this logger's store.
     mlflow.set_tracking_uri(uri)
-    artifact_location = None
-    if uses_embedded_store():
-        # The embedded store keeps its database and its artifacts side by side under mlruns/.
-        artifact_location = (DEFAULT_ARTIFACT_ROOT / experiment_name).resolve().as_uri()
     return MLFlowLogger(
         experiment_name=experiment_name,
         run_name=run_name,
         run_id=run_id,
         tracking_uri=uri,
         tags=tags,
-        artifact_location=artifact_location,
+        artifact_location=artifact_location(experiment_name),
         log_model=False,
         # Metrics are queued and written by MLflow's background thread: a SQLite commit per batch
         # would otherwise cost more than a small network's update.

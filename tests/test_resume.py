@@ -27,6 +27,13 @@ class StateAtTrainStart(Callback):
         self.state = _module_state(module)
 
 
+class RunStatusAtTrainStart(Callback):
+    """The MLflow status of the run when training starts."""
+
+    def on_train_start(self, trainer, module) -> None:
+        self.status = trainer.logger.experiment.get_run(trainer.logger.run_id).info.status
+
+
 def _module_state(module) -> dict:
     return {
         "frames": module.frames,
@@ -86,8 +93,13 @@ def test_resume_restores_state_and_continues_the_mlflow_run() -> None:
 def test_resume_by_last_and_by_run_id_from_the_artifact_store(tmp_path: Path) -> None:
     first = run_fit(*fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "256"))
     run_id = first.trainer.logger.run_id
-    by_last = run_fit(*fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "512", "--ckpt_path", "last"))
+    status = RunStatusAtTrainStart()
+    by_last = run_fit(*fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "512", "--ckpt_path", "last"),
+                      callbacks=(status,))
     assert by_last.trainer.logger.run_id == run_id and by_last.model.frames == 512
+    # The finished run shows as training again while it resumes, and as finished after.
+    assert status.status == "RUNNING"
+    assert MlflowClient(tracking_uri()).get_run(run_id).info.status == "FINISHED"
 
     # Only MLflow keeps the checkpoint now: it must be downloaded from the run's artifacts.
     for local in Path("checkpoints").rglob("*.ckpt"):

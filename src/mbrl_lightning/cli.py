@@ -40,13 +40,19 @@ class MLflowConfigSaver(SaveConfigCallback):
         self.resumed = resumed
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Params on a new run; on a resumed run only the config file, since MLflow params are immutable."""
+        """Params on a new run; on a resumed run only the config file, since MLflow params are immutable.
+
+        A resumed run is marked RUNNING again: MLflow keeps the status its last stop left
+        (FINISHED, KILLED) until this one ends, and the UI and ``compare.py`` would take it as done.
+        """
         logger = trainer.logger
         if not isinstance(logger, MLFlowLogger):
             return
         resumed = self.resumed
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
-        if not resumed:
+        if resumed:
+            logger.experiment.update_run(logger.run_id, status="RUNNING")
+        else:
             logger.log_hyperparams(_flatten(config))
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / ("config_resumed.yaml" if resumed else "config.yaml")

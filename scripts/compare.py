@@ -34,9 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", default="eval/return_mean", help="the metric tabulated and plotted")
     parser.add_argument("--threshold", type=float, default=None, help="also tabulate the frames to reach this value")
     parser.add_argument("--out", type=Path, default=Path("comparison"), help="folder for table.md and the figures")
+    parser.add_argument("--budget", type=int, default=None, metavar="FRAMES",
+                        help="compare at this many env frames: every history ends at its first point at or past it")
     parser.add_argument("--include-unfinished", action="store_true", help="also use running, failed or killed runs")
     parser.add_argument("--log-to", metavar="EXPERIMENT", help="also log the table and figures to a new MLflow run there")
     args = parser.parse_args(argv)
+    if args.budget is not None and args.budget <= 0:
+        parser.error(f"--budget {args.budget}: expected a positive number of env frames")
     try:
         client = MlflowClient(tracking_uri())
         runs = select_runs(client, args.experiments, parse_tags(args.tags), finished_only=not args.include_unfinished)
@@ -46,17 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     groups = group_runs(client, runs, args.group_by)
-    table = markdown_table(client, groups, args.metric, args.threshold)
+    table = markdown_table(client, groups, args.metric, args.threshold, args.budget)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table)
     print(table)
-    figures = write_figures(client, groups, args.out, args.metric)
+    figures = write_figures(client, groups, args.out, args.metric, args.budget)
     for path in figures:
         print(f"figure: {path}")
     print(f"table: {args.out / 'table.md'}")
     if args.log_to:
         params = {"experiments": " ".join(args.experiments), "tags": " ".join(args.tags),
-                  "group_by": " ".join(args.group_by), "metric": args.metric}
+                  "group_by": " ".join(args.group_by), "metric": args.metric, "budget": str(args.budget)}
         run_id = log_comparison(client, args.log_to, groups, [args.out / "table.md", *figures], params)
         print(f"MLflow run: {run_id} (experiment {args.log_to!r}, artifacts under comparison/)")
     return 0

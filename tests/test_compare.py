@@ -57,6 +57,21 @@ def test_compare_writes_table_with_seed_means_and_figures() -> None:
         assert figure.stat().st_size > 10_000, name
 
 
+def test_compare_at_a_frame_budget_reads_the_point_that_crosses_it() -> None:
+    _make_store()
+    compare = runpy.run_path(str(REPO_ROOT / "scripts" / "compare.py"))["main"]
+    assert compare(["--experiments", "cartpole", "--tags", "env_id=CartPole-v1", "--threshold", "400",
+                    "--budget", "1500", "--out", "out"]) == 0
+    lines = Path("out/table.md").read_text().splitlines()
+    assert "1,500-frame eval/return_mean mean" in lines[0]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines[2:]}
+    assert rows["DQN"][:2] == ["2", "100.0"]  # the points at 2,000 frames, the first at or past 1,500
+    assert rows["ImaginationDQN"][:2] == ["2", "390.0"]
+    assert rows["ImaginationDQN"][-2:] == ["2,000 / not reached", "n/a"]  # seed 1 reaches 400 only at 3,000
+    with pytest.raises(SystemExit):
+        compare(["--experiments", "cartpole", "--budget", "0"])
+
+
 def test_compare_logs_table_and_figures_to_an_mlflow_run() -> None:
     _make_store()
     compare = runpy.run_path(str(REPO_ROOT / "scripts" / "compare.py"))["main"]

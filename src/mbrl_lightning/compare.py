@@ -61,17 +61,31 @@ def group_runs(client: MlflowClient, runs: list[Run], keys: list[str]) -> list[G
     return list(groups.values())
 
 
-def final_values(client: MlflowClient, group: Group, metric: str) -> np.ndarray:
-    """The last logged value of ``metric`` of each run (runs without it are left out)."""
-    values = [metric_history(client, run.info.run_id, metric) for run in group.runs]
+def history_until(client: MlflowClient, run_id: str, key: str, budget: int | None = None) -> np.ndarray:
+    """:func:`metric_history` of ``key``, ending at the first point logged at or past ``budget`` frames.
+
+    Points are logged on the collected batch that crosses a frame count, so the point that
+    crosses the budget is the run's value at it (as the benchmarks read budgets).
+    """
+    history = metric_history(client, run_id, key)
+    if budget is None or not len(history):
+        return history
+    return history[: int(np.searchsorted(history[:, 0], budget, side="left")) + 1]
+
+
+def final_values(client: MlflowClient, group: Group, metric: str, budget: int | None = None) -> np.ndarray:
+    """The last logged value of ``metric`` of each run, up to ``budget`` frames (runs without it are left out)."""
+    values = [history_until(client, run.info.run_id, metric, budget) for run in group.runs]
     return np.array([history[-1, 1] for history in values if len(history)])
 
 
-def frames_to_threshold(client: MlflowClient, group: Group, metric: str, threshold: float) -> list[float | None]:
-    """First env frame at which each run's ``metric`` reached ``threshold`` (None: never)."""
+def frames_to_threshold(
+    client: MlflowClient, group: Group, metric: str, threshold: float, budget: int | None = None
+) -> list[float | None]:
+    """First env frame at which each run's ``metric`` reached ``threshold`` (None: never, within ``budget``)."""
     reached = []
     for run in group.runs:
-        history = metric_history(client, run.info.run_id, metric)
+        history = history_until(client, run.info.run_id, metric, budget)
         hits = history[history[:, 1] >= threshold, 0] if len(history) else []
         reached.append(float(hits[0]) if len(hits) else None)
     return reached
@@ -105,22 +119,23 @@ def _format(value: float) -> str:
 
 
 def markdown_table(
-    client: MlflowClient, groups: list[Group], metric: str, threshold: float | None = None
+    client: MlflowClient, groups: list[Group], metric: str, threshold: float | None = None, budget: int | None = None
 ) -> str:
-    """One row per group: seeds, mean of the final ``metric``, its 95% bootstrap interval, IQM,
-    and with ``threshold`` the frames each seed needed to reach it and their median."""
-    header = ["group", "seeds", f"final {metric} mean", "95% CI", "IQM"]
+    """One row per group: seeds, mean of the final ``metric`` (at ``budget`` frames when given), its
+    95% bootstrap interval, IQM, and with ``threshold`` the frames each seed needed to reach it and their median."""
+    final = "final" if budget is None else f"{budget:,}-frame"
+    header = ["group", "seeds", f"{final} {metric} mean", "95% CI", "IQM"]
     if threshold is not None:
         header += [f"frames to {metric} >= {threshold:g} (per seed)", "median frames"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for group in groups:
-        finals = final_values(client, group, metric)
+        finals = final_values(client, group, metric, budget)
         if not len(finals):
             continue
         low, high = bootstrap_interval(finals)
         row = [group.name, str(len(finals)), _format(finals.mean()), f"[{_format(low)}, {_format(high)}]", _format(iqm(finals))]
         if threshold is not None:
-            reached = frames_to_threshold(client, group, metric, threshold)
+            reached = frames_to_threshold(client, group, metric, threshold, budget)
             row.append(" / ".join(f"{int(f):,}" if f is not None else "not reached" for f in reached))
             solved = [f for f in reached if f is not None]
             row.append(f"{int(np.median(solved)):,}" if len(solved) == len(reached) else "n/a")
@@ -135,9 +150,11 @@ FIGURES = {
 }
 
 
-def write_figures(client: MlflowClient, groups: list[Group], out_dir: Path, metric: str = "eval/return_mean") -> list[Path]:
+def write_figures(
+    client: MlflowClient, groups: list[Group], out_dir: Path, metric: str = "eval/return_mean", budget: int | None = None
+) -> list[Path]:
     """The learning curve of ``metric`` and seed 004's score figures: one line per group, mean over
-    seeds with a shaded 95% bootstrap interval."""
+    seeds with a shaded 95% bootstrap interval; curves end at ``budget`` frames when given."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (y_key, x_key, title, xlabel, ylabel) in FIGURES.items():
@@ -148,9 +165,9 @@ def write_figures(client: MlflowClient, groups: list[Group], out_dir: Path, metr
         for group in groups:
             histories = []
             for run in group.runs:
-                history = metric_history(client, run.info.run_id, y_key)
+                history = history_until(client, run.info.run_id, y_key, budget)
                 if x_key is not None and len(history):
-                    x, y = joined(metric_history(client, run.info.run_id, x_key), history)
+                    x, y = joined(history_until(client, run.info.run_id, x_key, budget), history)
                     history = np.stack([x, y], axis=1)
                 if len(history):
                     histories.append(history)

@@ -194,9 +194,10 @@ def log_comparison(client: MlflowClient, experiment_name: str, groups: list[Grou
     experiment = client.get_experiment_by_name(experiment_name)
     experiment_id = (experiment.experiment_id if experiment is not None
                      else client.create_experiment(experiment_name, artifact_location=artifact_location(experiment_name)))
-    run_ids = ",".join(run.info.run_id for group in groups for run in group.runs)
+    run_ids = [run.info.run_id for group in groups for run in group.runs]
+    # A tag holds at most 8,000 characters: the first 150 ids, whole (33 characters each).
     run = client.create_run(experiment_id, run_name=" vs ".join(group.name for group in groups),
-                            tags={"mbrl.comparison.runs": run_ids[:5000]})
+                            tags={"mbrl.comparison.runs": ",".join(run_ids[:150])})
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value[:6000])
     for path in files:

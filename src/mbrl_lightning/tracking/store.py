@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.tracking.resilient import TrackingServerLogger, close_clients, quick_requests
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = Path("mlruns") / "artifacts"
@@ -69,11 +70,16 @@ def make_logger(
     run_id: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> MLFlowLogger:
-    """An MLflow logger for a new run, or for the existing ``run_id`` when resuming."""
+    """An MLflow logger for a new run, or for the existing ``run_id`` when resuming.
+
+    On a tracking server the logger loses nothing while the server is away (see
+    :class:`TrackingServerLogger`); the embedded store is a local file that cannot go away.
+    """
     uri = tracking_uri()
     # The process-wide URI makes mlflow.flush_async_logging() reach this logger's store.
     mlflow.set_tracking_uri(uri)
-    return MLFlowLogger(
+    embedded = uses_embedded_store()
+    return (MLFlowLogger if embedded else TrackingServerLogger)(
         experiment_name=experiment_name,
         run_name=run_name,
         run_id=run_id,
@@ -83,7 +89,7 @@ def make_logger(
         log_model=False,
         # Metrics are queued and written by MLflow's background thread: a SQLite commit per batch
         # would otherwise cost more than a small network's update.
-        synchronous=False,
+        synchronous=False if embedded else None,
     )
 
 
@@ -92,25 +98,17 @@ def check_reachable() -> None:
     if uses_embedded_store():
         return
     uri = tracking_uri()
-    # One quick try instead of MLflow's minutes of retries with backoff.
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-    saved = {key: os.environ.get(key) for key in quick}
-    os.environ.update(quick)
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        with quick_requests():
+            MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:  # connection, HTTP and authentication errors all mean: not usable
         raise ConfigurationError(
             f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({type(error).__name__}); "
             "start it, fix the address, or unset MLFLOW_TRACKING_URI to use the embedded store."
         ) from None
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def flush_metrics() -> None:
     """Wait until every queued metric is written, so readers see the whole run."""
     mlflow.flush_async_logging()
+    close_clients()

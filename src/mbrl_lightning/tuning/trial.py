@@ -8,12 +8,10 @@ from typing import Any
 
 import optuna
 from lightning.pytorch import Trainer
-from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.cli import MBRLCLI
 from mbrl_lightning.cli_errors import find_configuration_error
 from mbrl_lightning.errors import ConfigurationError, DivergenceError
-from mbrl_lightning.tracking import tracking_uri
 from mbrl_lightning.tuning.pruning import OptunaPruning
 from mbrl_lightning.tuning.search_space import SearchSpace, as_overrides
 
@@ -80,7 +78,7 @@ class TrialRunner:
             raise configuration_error from None
         run_id = cli.trainer.logger.run_id
         trial.set_user_attr("mlflow_run_id", run_id)
-        client = MlflowClient(tracking_uri())
+        client = cli.trainer.logger.experiment  # on a server, the client that keeps calls while it is away
         try:
             cli.fit()
         except DivergenceError as error:

@@ -1,0 +1,186 @@
+"""Real servers for the team-mode tests: PostgreSQL (Debian's package) and ``mlflow server``, on 127.0.0.1.
+
+The servers start once per test session and are shared by the xdist workers: the first worker
+to need them starts them, the last one to finish stops them (a count kept under a file lock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+STARTUP_SECONDS = 300  # a fresh PostgreSQL database gets MLflow's whole schema on the first start
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def postgres_bin() -> Path | None:
+    """The newest installed PostgreSQL's program folder (Debian puts it under /usr/lib/postgresql/<version>/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+def _as_postgres_user(command: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root, which CI is; the Debian package creates the postgres user.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+class ServerUnavailable(RuntimeError):
+    """A server could not be started here; the reason says why."""
+
+
+@dataclass
+class TeamServers:
+    """Where the running servers are, and how to stop them."""
+
+    folder: str
+    postgres_port: int
+    mlflow_port: int
+    mlflow_pgid: int
+
+    @property
+    def tracking_uri(self) -> str:
+        """``MLFLOW_TRACKING_URI`` of the team's MLflow server."""
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    def database_url(self, database: str) -> str:
+        """SQLAlchemy URL of a database on the PostgreSQL server."""
+        return f"postgresql://postgres@127.0.0.1:{self.postgres_port}/{database}"
+
+    @property
+    def artifacts(self) -> Path:
+        """Where the MLflow server keeps the artifacts it proxies."""
+        return Path(self.folder) / "artifacts"
+
+
+def start_postgres(folder: Path, port: int, databases: list[str]) -> None:
+    """Create a cluster in ``folder``, start it on 127.0.0.1:``port`` and create ``databases``."""
+    binaries = postgres_bin()
+    if binaries is None:
+        raise ServerUnavailable("PostgreSQL is not installed (apt-get install postgresql)")
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+    data, log = folder / "data", folder / "postgres.log"
+    steps = [
+        [str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
+        [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "120", "-o",
+         f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+    ]
+    for step in steps:
+        done = subprocess.run(_as_postgres_user(step), capture_output=True, text=True)
+        if done.returncode:
+            raise ServerUnavailable(f"{Path(step[0]).name} failed: {(done.stderr or done.stdout).strip()[-500:]}")
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True) as connection:
+        for database in databases:
+            connection.execute(f"CREATE DATABASE {database}")
+
+
+def stop_postgres(folder: Path) -> None:
+    """Stop the cluster in ``folder`` at once."""
+    binaries = postgres_bin()
+    if binaries is not None and (folder / "data").is_dir():
+        subprocess.run(_as_postgres_user([str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop"]),
+                       capture_output=True)
+
+
+def start_mlflow(backend_uri: str, artifacts: Path, port: int, log: Path) -> subprocess.Popen:
+    """``mlflow server`` on 127.0.0.1:``port`` with proxied artifacts; returns once it answers /health."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri, "--serve-artifacts",
+               "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with log.open("a") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerUnavailable(f"mlflow server exited with {process.returncode}: {log.read_text()[-800:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    stop_process_group(process.pid)
+    raise ServerUnavailable(f"mlflow server did not answer within {STARTUP_SECONDS} s")
+
+
+def stop_process_group(pgid: int) -> None:
+    """Stop a server started in its own session, and its worker processes."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        for _ in range(100):
+            os.killpg(pgid, 0)
+            time.sleep(0.1)
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _start_all() -> TeamServers:
+    # Not under pytest's own temporary folder: its root is private to the user, and PostgreSQL runs as another.
+    folder = Path(tempfile.mkdtemp(prefix="mbrl-team-"))
+    folder.chmod(0o755)
+    postgres_port, mlflow_port = free_port(), free_port()
+    try:
+        start_postgres(folder, postgres_port, ["mlflow", "optuna"])
+        servers = TeamServers(str(folder), postgres_port, mlflow_port, 0)
+        (folder / "artifacts").mkdir()
+        process = start_mlflow(servers.database_url("mlflow"), servers.artifacts, mlflow_port, folder / "mlflow.log")
+        servers.mlflow_pgid = process.pid
+        return servers
+    except BaseException:
+        stop_postgres(folder)
+        raise
+
+
+def _stop_all(servers: TeamServers) -> None:
+    stop_process_group(servers.mlflow_pgid)
+    stop_postgres(Path(servers.folder))
+    shutil.rmtree(servers.folder, ignore_errors=True)
+
+
+@contextmanager
+def shared_team_servers(shared_folder: Path):
+    """The team's servers, started by the first user among the session's workers and stopped by the last."""
+    state, lock = shared_folder / "team_servers.json", FileLock(str(shared_folder / "team_servers.lock"))
+    with lock:
+        record = json.loads(state.read_text()) if state.is_file() else {"users": 0}
+        if record["users"] == 0:
+            try:
+                record["servers"] = asdict(_start_all())
+            except ServerUnavailable as error:
+                record["servers"], record["error"] = None, str(error)
+        record["users"] += 1
+        state.write_text(json.dumps(record))
+    try:
+        if record.get("servers") is None:
+            raise ServerUnavailable(record.get("error", "unknown"))
+        yield TeamServers(**record["servers"])
+    finally:
+        with lock:
+            record = json.loads(state.read_text())
+            record["users"] -= 1
+            if record["users"] == 0:
+                if record.get("servers"):
+                    _stop_all(TeamServers(**record["servers"]))
+                record = {"users": 0}
+            state.write_text(json.dumps(record))

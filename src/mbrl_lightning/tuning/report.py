@@ -10,7 +10,9 @@ import optuna
 
 from mbrl_lightning import plots
 
-_STYLE = {"COMPLETE": "-", "PRUNED": "--", "FAIL": ":", "RUNNING": "-."}
+# colour, line style, width per trial state
+_LOOK = {"COMPLETE": ("C0", "-", 1.2), "PRUNED": ("0.6", "--", 1.0), "FAIL": ("C3", ":", 1.0),
+         "RUNNING": ("C2", "-.", 1.0), "best": ("C1", "-", 2.6)}
 
 
 def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
@@ -48,16 +50,29 @@ def _short(value: Any) -> str:
 
 
 def write_curves(records: list[dict[str, Any]], metric: str, path: Path, best: int | None) -> Path:
-    """The figure of every trial's reported ``metric`` over env frames (pruned dashed, failed dotted)."""
-    curves = []
-    for record in records:
+    """Every trial's reported ``metric`` over env frames, coloured by state (pruned dashed), the best one bold.
+
+    One legend entry per state rather than per trial: a study has tens of trials.
+    """
+    figure, axes = plots.plt.subplots(figsize=(7, 4.2), dpi=100)
+    labelled: set[str] = set()
+    for record in sorted(records, key=lambda r: r["trial"] == best):
         if not record["curve"]:
             continue
         points = np.array(record["curve"], dtype=float)
-        label = f"trial {record['trial']} ({record['state'].lower()}{', best' if record['trial'] == best else ''})"
-        curves.append(plots.Curve(label, points[:, 0], points[:, 1], style=_STYLE.get(record["state"], "-")))
-    figure = plots.line_figure(curves, f"Trials of study {records[0]['study'] if records else ''}",
-                               "real environment frames", metric)
+        state = "best" if record["trial"] == best else record["state"]
+        colour, style, width = _LOOK.get(state, _LOOK["COMPLETE"])
+        label = None if state in labelled else (f"best (trial {best})" if state == "best" else state.lower())
+        labelled.add(state)
+        axes.plot(points[:, 0], points[:, 1], style, color=colour, linewidth=width, label=label, marker="o", markersize=3)
+    axes.xaxis.set_major_formatter(plots.EngFormatter(sep=""))
+    axes.set_title(f"Trials of study {records[0]['study'] if records else ''} ({len(records)})")
+    axes.set_xlabel("real environment frames")
+    axes.set_ylabel(f"{metric} (reported to the pruner)")
+    axes.grid(True, alpha=0.3)
+    if labelled:
+        axes.legend(fontsize="small", loc="best")
+    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     plots.close(figure)

@@ -104,7 +104,7 @@ def stop_postgres(folder: Path) -> None:
 
 
 def start_mlflow(backend_uri: str, artifacts: Path, port: int, log: Path) -> subprocess.Popen:
-    """``mlflow server`` on 127.0.0.1:``port`` with proxied artifacts; returns once it answers /health."""
+    """``mlflow server`` on 127.0.0.1:``port`` with proxied artifacts; returns once its tracking API answers."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri, "--serve-artifacts",
                "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     with log.open("a") as output:
@@ -114,7 +114,9 @@ def start_mlflow(backend_uri: str, artifacts: Path, port: int, log: Path) -> sub
         if process.poll() is not None:
             raise ServerUnavailable(f"mlflow server exited with {process.returncode}: {log.read_text()[-800:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+            # /health answers before the tracking API does: wait for an API call a client makes.
+            api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
+            with urllib.request.urlopen(api, timeout=10) as answer:
                 if answer.status == 200:
                     return process
         except OSError:

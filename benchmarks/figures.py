@@ -126,7 +126,7 @@ def _number(value: float) -> str:
 
 def aggregate_figure(groups: list[Group], title: str) -> plt.Figure | None:
     """IQM over seeds with its 95% bootstrap interval: final return, and frames to the threshold."""
-    panels = [("final eval return (IQM)", [np.asarray(g.finals) for g in groups])]
+    panels = [("final eval return, at each group's budget (IQM)", [np.asarray(g.finals) for g in groups])]
     if any(g.solve_frames for g in groups):
         panels.append(("real frames to the threshold (IQM)", [solve_values(g)[0] for g in groups]))
     if not any(len(v) for v in panels[0][1]):
@@ -174,13 +174,14 @@ def curve_figure(groups: list[Group], title: str) -> plt.Figure | None:
 def table(groups: list[Group]) -> str:
     """The numbers behind the figures, one row per group."""
     solve = any(g.solve_frames for g in groups)
-    header = ["group", "seeds", "final return per seed", "final return IQM [95% CI]"]
+    header = ["group", "seeds", "budget (frames)", "final return per seed", "final return IQM [95% CI]"]
     if solve:
         header += ["frames to threshold per seed", "frames IQM [95% CI]"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for group in groups:
         finals = np.asarray(group.finals)
-        row = [group.label, ", ".join(str(s) for s in group.seeds)]
+        budget = max((curve[-1, 0] for curve in group.curves), default=None)
+        row = [group.label, ", ".join(str(s) for s in group.seeds), f"{budget:,.0f}" if budget is not None else ""]
         if len(finals):
             low, high = iqm_interval(finals)
             row += [" / ".join(_number(v) for v in finals), f"{_number(float(iqm(finals)))} [{_number(low)}, {_number(high)}]"]

@@ -223,7 +223,8 @@ def section(path: Path, out: Path) -> str:
     commands = [c for g in groups for c in g.commands]
     sources = sorted({s for g in groups for s in g.sources})
     dates = sorted({d for g in groups for d in g.dates})
-    parts += ["", '<div class="grid" markdown>', "", *images, "", "</div>", "", table(groups), ""]
+    # One paragraph per image, so the grid puts the figures side by side.
+    parts += ["", '<div class="grid" markdown>', "", "\n\n".join(images), "", "</div>", "", table(groups), ""]
     parts += [note + "\n" for note in notes]
     if sources:
         parts += [f"Source: {'; '.join(sources)}.", ""]

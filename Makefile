@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 CONFIG ?= conf/cartpole_mbppo.yaml
 
-.PHONY: setup fit test benchmark clean ui
+.PHONY: setup fit test benchmark clean ui docs
 
 setup: $(STAMP)
 
@@ -29,8 +29,17 @@ test: setup
 benchmark: setup
 	$(PY) benchmarks/solve_cartpole.py --config conf/cartpole_dqn.yaml
 
+# The docs site (mkdocs, Material, mkdocstrings) into site/; strict: any warning fails the build.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(PY) -m mkdocs build --strict
+
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

@@ -66,7 +66,9 @@ def run_seed(config: str, seed: int, overrides: list[str], threshold: float | No
         record.update(threshold=threshold, **solve_point(run_id, threshold))
     if report_at:
         record.update(returns_at(client, run_id, report_at))
+    curve = sorted(client.get_metric_history(run_id, "eval/return_mean"), key=lambda m: m.step)
     record.update(
+        eval_curve=[[m.step, m.value] for m in curve],  # the whole learning curve, for figures
         frames=cli.model.frames,
         planner_seconds_per_action=mean_metric(client, run_id, "planner/seconds_per_action"),
         eval_planner_seconds_per_action=mean_metric(client, run_id, "eval/planner_seconds_per_action"),

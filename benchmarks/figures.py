@@ -1,0 +1,270 @@
+"""Every benchmark result as figures and tables, from the JSON-lines records in benchmarks/results/.
+
+    python benchmarks/figures.py                      # writes results.md and PNGs to build/benchmark_figures/
+    python benchmarks/figures.py --out site_figures   # elsewhere
+
+Each ``*.jsonl`` file under ``benchmarks/results/`` becomes one section: a learning-curve figure
+(mean evaluation return over seeds against real env frames, 95% percentile-bootstrap band), an
+aggregate figure (interquartile mean over seeds with a 95% bootstrap interval of the IQM: final
+return, and frames to the solve threshold where the records give one), and the table beside them.
+The docs build runs this on every build (``docs/gen_pages.py``), so the site always shows the
+committed records. Lines of a record kind this script does not know are counted and named, not
+drawn.
+
+Known record kinds (the fields read):
+
+* learning curve: ``eval_curve`` ``[[frames, return], ...]`` and ``seed`` (``benchmarks/planning.py``,
+  ``benchmarks/continuous_control.py``); ``solve_threshold`` or ``threshold`` adds frames to reach it;
+* solve: ``frames_to_solve``, ``solved`` and ``seed`` (``solve_cartpole.py``, ``cartpole_on_policy.py``).
+
+A record is grouped by ``label``, else ``variant``, else ``algorithm``, else its config's file name
+plus overrides. ``command``, ``source`` and ``measured_at`` are shown with the table. Summary lines
+(``"summary": true``) are skipped: the summaries are recomputed from the per-seed lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mbrl_lightning.compare import aggregate_curve
+from mbrl_lightning.plots import Curve, close, line_figure, plt
+from mbrl_lightning.stats import iqm
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Group:
+    """The records of one algorithm (or variant) in one results file."""
+
+    label: str
+    curves: list[np.ndarray] = field(default_factory=list)
+    finals: list[float] = field(default_factory=list)
+    solve_frames: list[float | None] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    threshold: float | None = None
+    commands: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    dates: list[str] = field(default_factory=list)
+
+
+def record_label(record: dict) -> str:
+    """The group a record belongs to (see the module docstring)."""
+    for key in ("label", "variant", "algorithm"):
+        if record.get(key):
+            return str(record[key])
+    label = Path(str(record.get("config", "?"))).stem
+    overrides = " ".join(record.get("overrides") or [])
+    return f"{label} {overrides}".strip()
+
+
+def first_reach(curve: np.ndarray, threshold: float) -> float | None:
+    """First evaluated frame count whose return reached ``threshold`` (None: never)."""
+    hits = curve[curve[:, 1] >= threshold, 0]
+    return float(hits[0]) if len(hits) else None
+
+
+def read_groups(path: Path) -> tuple[list[Group], int]:
+    """The groups of one records file, in order of appearance, and the number of lines of unknown kind."""
+    groups: dict[str, Group] = {}
+    unknown = 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if record.get("summary"):
+            continue
+        curve = np.asarray(record.get("eval_curve") or [], dtype=float).reshape(-1, 2)
+        if not len(curve) and "frames_to_solve" not in record:
+            unknown += 1
+            continue
+        group = groups.setdefault(record_label(record), Group(record_label(record)))
+        group.seeds.append(int(record.get("seed", len(group.seeds))))
+        threshold = record.get("solve_threshold", record.get("threshold"))
+        if len(curve):
+            group.curves.append(curve)
+            group.finals.append(float(curve[-1, 1]))
+        if threshold is not None:
+            group.threshold = float(threshold)
+            group.solve_frames.append(first_reach(curve, threshold) if len(curve) else record.get("frames_to_solve"))
+        elif "frames_to_solve" in record:
+            group.solve_frames.append(record["frames_to_solve"] if record.get("solved") else None)
+        for key, bucket in (("command", group.commands), ("source", group.sources), ("measured_at", group.dates)):
+            if record.get(key) and record[key] not in bucket:
+                bucket.append(str(record[key]))
+    return list(groups.values()), unknown
+
+
+def iqm_interval(values: np.ndarray, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the IQM over seeds (resampling seeds with replacement)."""
+    picks = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    estimates = iqm(values[picks], axis=1)
+    return float(np.percentile(estimates, 2.5)), float(np.percentile(estimates, 97.5))
+
+
+def solve_values(group: Group) -> tuple[np.ndarray, bool]:
+    """Frames to the threshold per seed; a seed that never reached it counts as its last frame (a lower bound)."""
+    censored = False
+    values = []
+    for index, frames in enumerate(group.solve_frames):
+        if frames is None:
+            censored = True
+            frames = group.curves[index][-1, 0] if index < len(group.curves) else np.nan
+        values.append(frames)
+    return np.asarray(values, dtype=float), censored
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
+
+
+def aggregate_figure(groups: list[Group], title: str) -> plt.Figure | None:
+    """IQM over seeds with its 95% bootstrap interval: final return, and frames to the threshold."""
+    panels = [("final eval return, at each group's budget (IQM)", [np.asarray(g.finals) for g in groups])]
+    if any(g.solve_frames for g in groups):
+        panels.append(("real frames to the threshold (IQM)", [solve_values(g)[0] for g in groups]))
+    if not any(len(v) for v in panels[0][1]):
+        panels = panels[1:]
+    if not panels:
+        return None
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1.5, 0.55 * len(groups) + 1.4),
+                                dpi=100, squeeze=False)
+    for axis, (xlabel, values_per_group) in zip(axes[0], panels):
+        for row, values in enumerate(values_per_group):
+            values = values[~np.isnan(values)] if len(values) else values
+            if not len(values):
+                continue
+            centre = float(iqm(values))
+            low, high = iqm_interval(values)
+            axis.errorbar(centre, row, xerr=[[centre - low], [high - centre]], fmt="o", color=f"C{row % 10}", capsize=4)
+            axis.plot(values, np.full(len(values), row) + 0.18, "|", color=f"C{row % 10}", alpha=0.6)
+        axis.set_yticks(range(len(groups)), [g.label for g in groups])
+        axis.set_ylim(-0.6, len(groups) - 0.4)
+        axis.invert_yaxis()
+        axis.set_xlabel(xlabel)
+        axis.grid(True, axis="x", alpha=0.3)
+    figure.suptitle(f"{title}: IQM over seeds, 95% bootstrap interval (ticks: seeds)", fontsize="medium")
+    figure.tight_layout()
+    return figure
+
+
+def curve_figure(groups: list[Group], title: str) -> plt.Figure | None:
+    """Mean evaluation return over seeds against real env frames, 95% bootstrap band."""
+    curves = []
+    for group in groups:
+        if group.curves:
+            grid, mean, low, high = aggregate_curve(group.curves)
+            curves.append(Curve(f"{group.label} ({len(group.curves)} seeds)", grid, mean, low, high))
+    if not curves:
+        return None
+    figure = line_figure(curves, f"{title}: evaluation return, mean and 95% bootstrap band",
+                         "real environment frames", "eval/return_mean")
+    threshold = next((g.threshold for g in groups if g.threshold is not None), None)
+    if threshold is not None:
+        figure.axes[0].axhline(threshold, color="grey", linestyle=":", linewidth=1)
+    return figure
+
+
+def table(groups: list[Group]) -> str:
+    """The numbers behind the figures, one row per group."""
+    solve = any(g.solve_frames for g in groups)
+    header = ["group", "seeds", "budget (frames)", "final return per seed", "final return IQM [95% CI]"]
+    if solve:
+        header += ["frames to threshold per seed", "frames IQM [95% CI]"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for group in groups:
+        finals = np.asarray(group.finals)
+        budget = max((curve[-1, 0] for curve in group.curves), default=None)
+        row = [group.label, ", ".join(str(s) for s in group.seeds), f"{budget:,.0f}" if budget is not None else ""]
+        if len(finals):
+            low, high = iqm_interval(finals)
+            row += [" / ".join(_number(v) for v in finals), f"{_number(float(iqm(finals)))} [{_number(low)}, {_number(high)}]"]
+        else:
+            row += ["", ""]
+        if solve:
+            values, censored = solve_values(group)
+            per_seed = " / ".join("not reached" if f is None else f"{f:,.0f}" for f in group.solve_frames)
+            if len(values) and not np.isnan(values).any():
+                low, high = iqm_interval(values)
+                bound = "≥ " if censored else ""
+                row += [per_seed, f"{bound}{_number(float(iqm(values)))} [{_number(low)}, {_number(high)}]"]
+            else:
+                row += [per_seed, ""]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def section(path: Path, out: Path) -> str:
+    """The Markdown of one records file, writing its figures into ``out``."""
+    groups, unknown = read_groups(path)
+    name = path.stem
+    parts = [f"## {name}", "", f"Records: `benchmarks/results/{path.name}`."]
+    if not groups:
+        return "\n".join(parts + ["", f"No record of a known kind ({unknown} lines of another kind).", ""])
+    images = []
+    for suffix, figure in (("curve", curve_figure(groups, name)), ("iqm", aggregate_figure(groups, name))):
+        if figure is not None:
+            figure.savefig(out / "figures" / f"{name}_{suffix}.png")
+            close(figure)
+            images.append(f"![{name} {suffix}](figures/{name}_{suffix}.png)")
+    threshold = next((g.threshold for g in groups if g.threshold is not None), None)
+    notes = []
+    if threshold is not None:
+        notes.append(f"Threshold: evaluation return ≥ {threshold:g}; a seed that never reached it counts as its "
+                     "last evaluated frame count, so its IQM is a lower bound (≥).")
+    if unknown:
+        notes.append(f"{unknown} lines of another record kind are not drawn.")
+    commands = [c for g in groups for c in g.commands]
+    sources = sorted({s for g in groups for s in g.sources})
+    dates = sorted({d for g in groups for d in g.dates})
+    # One paragraph per image, so the grid puts the figures side by side.
+    parts += ["", '<div class="grid" markdown>', "", "\n\n".join(images), "", "</div>", "", table(groups), ""]
+    parts += [note + "\n" for note in notes]
+    if sources:
+        parts += [f"Source: {'; '.join(sources)}.", ""]
+    if dates:
+        parts += [f"Measured: {dates[0][:10]}" + (f" to {dates[-1][:10]}" if dates[-1][:10] != dates[0][:10] else "") + ".", ""]
+    if commands:
+        parts += ["Commands (one process per seed):", "", "```bash", *dict.fromkeys(commands), "```", ""]
+    return "\n".join(parts)
+
+
+def write_report(results: Path, out: Path) -> Path:
+    """``out/results.md`` and ``out/figures/*.png`` for every records file under ``results``."""
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    files = sorted(results.rglob("*.jsonl"))
+    head = ["# Benchmark results", "",
+            "Drawn by `python benchmarks/figures.py` from the records committed under `benchmarks/results/` "
+            "(the docs build runs it). Each section is one records file. Curves: mean over seeds of the "
+            "deterministic evaluation return against real environment frames, shaded 95% percentile-bootstrap "
+            "interval (a run that stopped early holds its last value). Aggregates: interquartile mean (IQM) "
+            "over seeds with a 95% percentile-bootstrap interval of the IQM. With three seeds these intervals "
+            "are wide: read them as what was measured, not as a ranking.", ""]
+    if not files:
+        head += ["No records are committed yet.", ""]
+    body = [section(path, out) for path in files]
+    report = out / "results.md"
+    report.write_text("\n".join(head + body))
+    return report
+
+
+def main() -> None:
+    """Write the report of every committed record."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of *.jsonl records")
+    parser.add_argument("--out", type=Path, default=Path("build/benchmark_figures"))
+    args = parser.parse_args()
+    report = write_report(args.results, args.out)
+    print(f"report: {report}", file=sys.stderr)
+    for figure in sorted((args.out / "figures").glob("*.png")):
+        print(f"figure: {figure}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -226,6 +226,12 @@ class RLModule(LightningModule, ABC):
         total = self.trainer.strategy.reduce(torch.tensor(float(value), device=self.device), reduce_op="mean")
         return float(total.item())
 
+    def max_over_ranks(self, count: int) -> int:
+        """The largest ``count`` of all DDP ranks, for gradient-step counts derived from local data."""
+        if self.world_size == 1:
+            return count
+        return int(self.trainer.strategy.reduce(torch.tensor(count, device=self.device), reduce_op="max").item())
+
     def on_train_epoch_start(self) -> None:
         """Stop at once when a resumed run has already spent its budget."""
         if self.frames >= self.total_frames:
@@ -296,9 +302,11 @@ class RLModule(LightningModule, ABC):
 
     def evaluate(self) -> Metrics:
         """Run ``eval_episodes`` deterministic episodes in parallel on a fresh env; return their statistics."""
-        result = evaluate_policy(
-            self.env, self.eval_policy, self.eval_episodes, self.eval_seed(self.evaluations), self.eval_max_steps
-        )
+        # Acting is inference: full precision, as in collection (evaluation runs inside training_step).
+        with torch.autocast(self.device.type, enabled=False):
+            result = evaluate_policy(
+                self.env, self.eval_policy, self.eval_episodes, self.eval_seed(self.evaluations), self.eval_max_steps
+            )
         self.evaluations += 1
         metrics = result.metrics()
         self.progress["eval"] = metrics["eval/return_mean"]

@@ -115,7 +115,7 @@ def _batch(steps: list[list[tuple[int, int, float, int, bool, bool]]]) -> Tensor
 
 
 def test_q_learning_stops_at_termination_bootstraps_at_truncation_in_time_order() -> None:
-    model = _cliff_module(0, alpha=1.0, gamma=1.0)
+    model = _cliff_module(0, alpha=1.0, gamma=0.5)
     model.q_table[2] = 5.0
     model.q_table[21] = 3.0
     batch = _batch([
@@ -124,7 +124,7 @@ def test_q_learning_stops_at_termination_bootstraps_at_truncation_in_time_order(
     ])
     model.update(batch)
     assert model.q_table[1, 0] == 1.0  # terminated: the reward alone, Q[2] ignored
-    assert model.q_table[20, 0] == 3.0  # truncated by the time limit: bootstraps on Q[21]
+    assert model.q_table[20, 0] == 0.5 * 3.0  # truncated by the time limit: bootstraps on gamma Q[21]
     # Copy 1 stepped 0 -> 1 before copy 0 learned the reward at 1, so Q[0, 0] must not see it yet.
     assert model.q_table[0, 0] == 0.0
     assert model.model_seen.sum() == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import fit_args, run_fit
+from lightning.pytorch import Trainer
 from mlflow.tracking import MlflowClient
 from tensordict import TensorDict
 
@@ -30,8 +31,18 @@ def test_return_rises_well_above_random(config: str, frames: str) -> None:
 
 
 def test_a2c_takes_one_full_batch_step_per_update() -> None:
-    model = A2C(EnvFactory("CartPole-v1", num_envs=2), total_frames=10, frames_per_batch=2)
-    assert model.epochs == 1 and model.minibatch_size == 0
+    model = A2C(EnvFactory("CartPole-v1", num_envs=2), total_frames=48, frames_per_batch=16, eval_every_frames=0)
+    minibatches: list[int] = []
+    loss_terms = model.weighted_loss_terms
+
+    def recorded(minibatch):
+        minibatches.append(minibatch.numel())
+        return loss_terms(minibatch)
+
+    model.weighted_loss_terms = recorded
+    Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False).fit(model)
+    assert minibatches == [16, 16, 16]  # three batches, one gradient step on each whole batch
 
 
 def test_continuous_actions_get_a_bounded_gaussian_policy() -> None:

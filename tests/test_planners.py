@@ -179,3 +179,15 @@ def test_trajectory_sampling_sends_each_particle_through_one_member(propagation:
         assert reward.shape == (10, 1) and terminated.dtype == torch.bool
     if propagation == "fixed_member":
         assert torch.equal(members_used[0], members_used[1])
+
+
+def test_sequence_returns_are_discounted_and_end_with_the_terminating_step() -> None:
+    # Reward 1 per step; the step from state 1 to 2 terminates. With gamma 0.5 a 4-step candidate is
+    # worth 1 + 0.5 from state 0 (the terminating step counts, nothing after it), 1 from state 1, and
+    # 1 + 0.5 + 0.25 + 0.125 from state 5, which never reaches a terminal step.
+    planner = CEMPlanner(Bounded(-1.0, 1.0, shape=(1,)), horizon=4, population=2, elites=1, gamma=0.5)
+    planner.dynamics = KnownDynamics(clock, lambda o, a, n: torch.ones(o.shape[0], 1),
+                                     termination_fn=lambda o, a, n: n[:, :1] == 2)
+    start = torch.tensor([[0.0], [1.0], [5.0]])
+    returns = planner.evaluate(start, torch.zeros(3, 2, 4, 1))
+    torch.testing.assert_close(returns, torch.tensor([[1.5, 1.5], [1.0, 1.0], [1.875, 1.875]]))

@@ -35,15 +35,33 @@ FAMILIES = {
 
 
 class LinearOutputDtypes(Callback):
-    """Records the dtype of every (ensemble) linear layer's output (autocast shows as bfloat16)."""
+    """Records the dtype of every (ensemble) linear layer's output (autocast shows as bfloat16).
+
+    Outputs computed inside the module's periodic evaluation (planning included) go to ``eval_dtypes``.
+    """
 
     def __init__(self) -> None:
         self.dtypes: set[torch.dtype] = set()
+        self.eval_dtypes: set[torch.dtype] = set()
+        self._evaluating = False
 
     def on_train_start(self, trainer, pl_module) -> None:
         for module in pl_module.modules():
             if isinstance(module, (torch.nn.Linear, EnsembleLinear)):
-                module.register_forward_hook(lambda _m, _i, output: self.dtypes.add(output.dtype))
+                module.register_forward_hook(self._record)
+        evaluate = pl_module.evaluate
+
+        def flagged_evaluate():
+            self._evaluating = True
+            try:
+                return evaluate()
+            finally:
+                self._evaluating = False
+
+        pl_module.evaluate = flagged_evaluate
+
+    def _record(self, _module, _inputs, output: torch.Tensor) -> None:
+        (self.eval_dtypes if self._evaluating else self.dtypes).add(output.dtype)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -68,6 +86,8 @@ def test_bf16_mixed_fit_runs_and_stays_finite(family: str) -> None:
     if family != "dyna_q":  # the tabular learner has no network
         assert losses, "the run must have taken gradient steps"
         assert torch.bfloat16 in probe.dtypes, "updates must run under bf16 autocast"
+        # Evaluation (and the planning inside it) acts in full precision, like collection.
+        assert probe.eval_dtypes == {torch.float32}, probe.eval_dtypes
     # Acting is full precision: the collected batch (what the replay buffer stores) has no bf16 entries.
     buffer = getattr(cli.model, "replay_buffer", None)
     if buffer is not None and len(buffer):

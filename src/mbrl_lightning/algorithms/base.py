@@ -17,6 +17,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.data import ReplayBuffer, TensorSpec
 
+from mbrl_lightning.algorithms.rank_shards import OTHER_RANKS_KEY, gather_other_ranks, own_extras, use_own_loader_state
 from mbrl_lightning.data import CollectorStream
 from mbrl_lightning.data.collector import COLLECTOR_KINDS, CollectorKind
 from mbrl_lightning.envs import EnvFactory
@@ -226,6 +227,12 @@ class RLModule(LightningModule, ABC):
         total = self.trainer.strategy.reduce(torch.tensor(float(value), device=self.device), reduce_op="mean")
         return float(total.item())
 
+    def max_over_ranks(self, count: int) -> int:
+        """The largest ``count`` of all DDP ranks, for gradient-step counts derived from local data."""
+        if self.world_size == 1:
+            return count
+        return int(self.trainer.strategy.reduce(torch.tensor(count, device=self.device), reduce_op="max").item())
+
     def on_train_epoch_start(self) -> None:
         """Stop at once when a resumed run has already spent its budget."""
         if self.frames >= self.total_frames:
@@ -296,9 +303,11 @@ class RLModule(LightningModule, ABC):
 
     def evaluate(self) -> Metrics:
         """Run ``eval_episodes`` deterministic episodes in parallel on a fresh env; return their statistics."""
-        result = evaluate_policy(
-            self.env, self.eval_policy, self.eval_episodes, self.eval_seed(self.evaluations), self.eval_max_steps
-        )
+        # Acting is inference: full precision, as in collection (evaluation runs inside training_step).
+        with torch.autocast(self.device.type, enabled=False):
+            result = evaluate_policy(
+                self.env, self.eval_policy, self.eval_episodes, self.eval_seed(self.evaluations), self.eval_max_steps
+            )
         self.evaluations += 1
         metrics = result.metrics()
         self.progress["eval"] = metrics["eval/return_mean"]
@@ -329,10 +338,27 @@ class RLModule(LightningModule, ABC):
             "mlflow_run_id": getattr(self.logger, "run_id", None),
             "episodes_in_flight": self._stream.state_dict() if self._stream is not None else {},
         }
+        if self.world_size > 1 and not getattr(self, "_collecting_own_extras", False):
+            own = self._own_extras() if self.global_rank > 0 else None  # rank 0's are already here
+            checkpoint[OTHER_RANKS_KEY] = gather_other_ranks(own, self.global_rank, self.world_size)
+
+    def _own_extras(self) -> dict[str, Any]:
+        """This rank's complete ``mbrl`` extras, subclasses' additions included (for the DDP shards)."""
+        self._collecting_own_extras = True
+        try:
+            local: dict[str, Any] = {}
+            self.on_save_checkpoint(local)
+            # Running statistics (normalisers) are buffers each rank updates from its own data.
+            local["mbrl"]["module_buffers"] = {name: value.detach().clone() for name, value in self.named_buffers()}
+            return local["mbrl"]
+        finally:
+            self._collecting_own_extras = False
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore what :meth:`on_save_checkpoint` added."""
-        extras = checkpoint["mbrl"]
+        # Under DDP each rank takes its own shard; subclasses then read theirs from ``checkpoint["mbrl"]``.
+        extras, own = own_extras(checkpoint, self.global_rank)
+        checkpoint["mbrl"] = extras
         self.frames = extras["frames"]
         self.episodes = extras["episodes"]
         self.evaluations = extras["evaluations"]
@@ -342,9 +368,14 @@ class RLModule(LightningModule, ABC):
             buffer.load_state_dict(extras["buffers"][name])
         # Older checkpoints have no in-flight episodes: the resumed run starts new ones.
         self._episodes_to_continue = extras.get("episodes_in_flight", {})
-        if self.global_rank > 0:
-            # The checkpoint holds rank 0's episodes; replaying them here would duplicate its data.
+        if not own:
+            # Rank 0's episodes: replaying them here would duplicate its data.
             self._episodes_to_continue = {}
+        if self.global_rank > 0:
+            use_own_loader_state(checkpoint, self._episodes_to_continue)
+            own_buffers = extras.get("module_buffers", {})
+            # Lightning loads ``state_dict`` (rank 0's) after this hook: give it this rank's buffers.
+            checkpoint["state_dict"].update({k: v for k, v in own_buffers.items() if k in checkpoint["state_dict"]})
         if self._stream is not None:
             self._stream.load_state_dict(self._episodes_to_continue)
         rng = extras["rng"]

@@ -14,6 +14,7 @@ from torchrl.objectives.value import GAE
 
 from mbrl_lightning.algorithms.actor_critic import NetFactory, make_actor, make_critic
 from mbrl_lightning.algorithms.base import Metrics, RLModule
+from mbrl_lightning.algorithms.minibatches import minibatch_count, minibatch_indices
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import require
 from mbrl_lightning.nets import MLP
@@ -127,10 +128,12 @@ class OnPolicyModule(RLModule):
         optimizer = self.optimizer(0)
         size = samples.numel()
         minibatch = self.minibatch_size or size
+        # Ranks may hold different sample counts (imagined samples): all take the largest step count.
+        per_epoch = self.max_over_ranks(minibatch_count(size, minibatch))
         totals: dict[str, torch.Tensor] = {}
         steps = 0
         for _ in range(self.epochs):
-            for index in torch.randperm(size, device=samples.device).split(minibatch):
+            for index in minibatch_indices(size, minibatch, per_epoch, samples.device):
                 terms = self.weighted_loss_terms(samples[index])
                 loss = sum(value for key, value in terms.items() if key.startswith("loss_"))
                 optimizer.zero_grad()

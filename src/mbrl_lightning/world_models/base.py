@@ -147,9 +147,16 @@ class WorldModel(nn.Module, ABC):
 
     @torch.no_grad()
     def validate(self, transitions: TensorDictBase) -> TensorDictBase:
-        """Held-out loss of the elites and, for ensembles, their disagreement; re-ranks elites."""
+        """Held-out loss of the elites and, for ensembles, their disagreement; re-ranks elites.
+
+        Where elites are chosen, they are chosen on the even rows of the held-out transitions and
+        measured on the odd ones: a loss measured on the data that picked the members would be
+        biased low (the best of several noisy scores), and confidence derived from it too high.
+        """
+        if len(self.elite_indices) < self.num_members and transitions.numel() >= 2:
+            self.select_elites(self.member_errors(transitions[0::2]))
+            transitions = transitions[1::2]
         errors = self.member_errors(transitions)
-        self.select_elites(errors)
         metrics = TensorDict({"val_loss": errors[self.elite_indices].mean()})
         if self.num_members > 1:
             metrics["disagreement"] = self.disagreement(transitions["observation"], transitions["action"]).mean()

@@ -13,11 +13,11 @@ FAMILIES = {
     "dqn": ("cartpole_dqn.yaml", "--model.frames_per_batch", "64", "--model.updates_per_batch", "4",
             "--model.learning_starts", "128", "--model.total_frames", "512"),
     "dqn_imagination": ("cartpole_dqn_imagination.yaml", "--model.frames_per_batch", "64", "--model.updates_per_batch", "4",
-                        "--model.learning_starts", "128", "--model.model_updates_per_batch", "4",
-                        "--model.min_confidence", "0", "--model.total_frames", "512"),
+                        "--model.learning_starts", "128", "--model.model_learning.init_args.updates_per_batch", "4",
+                        "--model.imagined.min_confidence", "0", "--model.total_frames", "512"),
     "ppo": ("cartpole_ppo.yaml", "--model.total_frames", "512", "--model.epochs", "2"),
     "mbppo": ("cartpole_mbppo.yaml", "--model.total_frames", "256", "--model.epochs", "2",
-              "--model.imagination_iterations", "2", "--model.model_updates_per_batch", "4"),
+              "--model.imagination_iterations", "2", "--model.model_learning.init_args.updates_per_batch", "4"),
     "dyna_q": ("cliffwalking_dynaq.yaml", "--model.total_frames", "256"),
 }
 

@@ -1,7 +1,8 @@
 """Short runs of every algorithm family end with the exact weights and returns recorded before a refactor.
 
 The values in ``fixtures/fingerprints.json`` were recorded from commit 0d3ee79 (before the
-model-based spine was factored out). Every model is built with explicit constructor arguments,
+model-based spine was factored out, when the world-model settings were flat arguments of each
+algorithm: the same values as the ``model_learning`` blocks here). Every model is built with explicit constructor arguments,
 so changes of the YAML defaults in ``conf/`` cannot move them. A run's fingerprint is the
 multiset of its state-dict tensors' SHA-256 digests (names may change with a refactor, values may
 not) and its evaluation returns to full float precision.
@@ -16,6 +17,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -29,10 +31,11 @@ from mbrl_lightning.algorithms.pets import PETS
 from mbrl_lightning.algorithms.ppo import PPO
 from mbrl_lightning.curiosity import RND, AdaptiveBeta, ImaginationEntropy
 from mbrl_lightning.envs import EnvFactory
+from mbrl_lightning.imagination import ImaginedReplay
 from mbrl_lightning.nets import MLP
 from mbrl_lightning.planners import CEMPlanner
 from mbrl_lightning.planners.rewards import no_termination, pendulum_reward
-from mbrl_lightning.world_models import GaussianEnsembleWorldModel, MLPWorldModel
+from mbrl_lightning.world_models import GaussianEnsembleWorldModel, MLPWorldModel, WorldModelLearner
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fingerprints.json"
 SEED = 7
@@ -41,6 +44,15 @@ EVAL = {"eval_episodes": 2, "eval_max_steps": 50}
 
 def _net(hidden: tuple[int, ...]) -> Callable[[int, int], torch.nn.Module]:
     return lambda inputs, outputs: MLP(inputs, outputs, hidden_sizes=hidden)
+
+
+def _learner(world_model: type, weight_decay: float = 0.0, batch_size: int = 32,
+             **model_args: object) -> Callable[[int, int], WorldModelLearner]:
+    return partial(
+        WorldModelLearner, world_model=partial(world_model, **model_args), lr=1e-3, weight_decay=weight_decay,
+        batch_size=batch_size, updates_per_batch=4, validation_fraction=0.1, validation_size=200, k_step_horizon=3,
+        buffer_size=1_000,
+    )
 
 
 def _cartpole() -> EnvFactory:
@@ -66,10 +78,10 @@ def _dqn() -> RLModule:
 
 def _dqn_imagination() -> RLModule:
     return ImaginationDQN(
-        _cartpole(), world_model=lambda o, a: MLPWorldModel(o, a, hidden_sizes=(32, 32)), model_lr=1e-3,
-        model_batch_size=32, model_updates_per_batch=4, validation_fraction=0.1, validation_size=200,
-        imagination_starts=16, imagination_horizon=2, imagined_buffer_size=500, imagined_fraction=0.5,
-        min_confidence=0.0, propagation="random_member", imagined_targets=True, k_step_horizon=3, **_dqn_args(),
+        _cartpole(), model_learning=_learner(MLPWorldModel, hidden_sizes=(32, 32)),
+        imagined=ImaginedReplay(buffer_size=500, starts=16, horizon=2, fraction=0.5, min_confidence=0.0,
+                                propagation="random_member"),
+        imagined_targets=True, **_dqn_args(),
     )
 
 
@@ -88,11 +100,9 @@ def _ppo() -> RLModule:
 
 def _mbppo() -> RLModule:
     return ModelBasedPPO(
-        _cartpole(), world_model=lambda o, a: MLPWorldModel(o, a, hidden_sizes=(32, 32)),
+        _cartpole(), model_learning=_learner(MLPWorldModel, hidden_sizes=(32, 32)),
         curiosity=lambda o, a: RND(o, a, feature_size=8, hidden_sizes=(16,)),
-        beta=AdaptiveBeta(value=0.05, max_value=0.5), model_lr=1e-3, model_batch_size=32,
-        model_updates_per_batch=4, model_buffer_size=1_000, validation_fraction=0.1, validation_size=200,
-        k_step_horizon=3, imagination=True, imagination_horizon=4, min_rollouts=4, max_rollouts=16,
+        beta=AdaptiveBeta(value=0.05, max_value=0.5), imagination=True, imagination_horizon=4, min_rollouts=4, max_rollouts=16,
         confidence_threshold=0.05, adaptive_rollouts=True, imagination_discount=0.8, weight_imagined=True,
         done_threshold=0.5, propagation="random_member", curiosity_lr=1e-3, curiosity_updates_per_batch=2,
         intrinsic_on_imagined=True, imagination_iterations=2, **_ppo_args(),
@@ -118,14 +128,11 @@ def _td3() -> RLModule:
 
 
 def _ddpg_imagination() -> RLModule:
-    imagination = lambda o, a: ImaginationEntropy(  # noqa: E731
-        o, a, world_model=lambda o2, a2: MLPWorldModel(o2, a2, hidden_sizes=(32,)), rollouts=4, horizon=2,
-        entropy_beta=1.0, curiosity_beta=0.5, squash="tanh",
-    )
+    imagination = partial(ImaginationEntropy, rollouts=4, horizon=2, entropy_beta=1.0, curiosity_beta=0.5,
+                          squash="tanh")
     return ImaginationDDPG(
-        _pendulum(), imagination=imagination, imagination_noise=0.1, model_lr=1e-3, model_batch_size=32,
-        model_updates_per_batch=4, validation_fraction=0.1, validation_size=200, k_step_horizon=3,
-        loss_function="l2", actor_update_interval=1, **_actor_critic_args(),
+        _pendulum(), imagination=imagination, model_learning=_learner(MLPWorldModel, hidden_sizes=(32,)),
+        imagination_noise=0.1, loss_function="l2", actor_update_interval=1, **_actor_critic_args(),
     )
 
 
@@ -133,11 +140,10 @@ def _pets() -> RLModule:
     return PETS(
         _pendulum(), planner=lambda spec: CEMPlanner(spec, horizon=4, population=16, elites=4, iterations=2,
                                                      alpha=0.1, num_particles=2),
-        world_model=lambda o, a: GaussianEnsembleWorldModel(o, a, num_members=2, num_elites=2, hidden_sizes=(16,)),
+        model_learning=_learner(GaussianEnsembleWorldModel, num_members=2, num_elites=2, hidden_sizes=(16,),
+                                weight_decay=5e-5, batch_size=16),
         propagation="fixed_member", sample_noise=True, reward_fn=pendulum_reward, termination_fn=no_termination,
-        random_frames=32, buffer_size=1_000, model_lr=1e-3, model_weight_decay=5e-5, model_batch_size=16,
-        model_updates_per_batch=4, validation_fraction=0.1, validation_size=200, k_step_horizon=3,
-        total_frames=64, frames_per_batch=16, eval_every_frames=64, collector="lean", eval_episodes=1,
+        random_frames=32, buffer_size=1_000, total_frames=64, frames_per_batch=16, eval_every_frames=64, collector="lean", eval_episodes=1,
         eval_max_steps=10,
     )
 

@@ -28,7 +28,7 @@ from mbrl_lightning.tracking import tracking_uri
 CONFIG = "conf/atari100k.yaml"
 # The two agents of the benchmark: the same config, with and without the imagination bonus.
 AGENTS = {
-    "dqn": ["--model.entropy_beta", "0", "--model.world_model", "null"],
+    "dqn": ["--model.entropy_beta", "0", "--model.model_learning", "null"],
     "imagination": [],
 }
 

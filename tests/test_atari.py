@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from conftest import fit_args, run_fit
 from mlflow.tracking import MlflowClient
@@ -9,6 +11,7 @@ import torch
 from torchrl.envs import ExplorationType, set_exploration_type
 
 from mbrl_lightning.algorithms import AtariDQN
+from mbrl_lightning.algorithms.atari_dqn import DEFAULT_LEARNER
 from mbrl_lightning.curiosity import action_spread, discrete_imagination_entropy
 from mbrl_lightning.data import FrameStackReplay
 from mbrl_lightning.envs import AtariEnvFactory
@@ -142,8 +145,8 @@ def test_world_model_imagines_all_actions_as_predict_does(pacman_rollout) -> Non
 def test_bonus_scores_entropy_and_the_fresh_model_error_in_one_pass(pacman_rollout) -> None:
     torch.manual_seed(0)
     env = AtariEnvFactory("ALE/MsPacman-v5", num_envs=2)
-    world_model = lambda c, a: ConvWorldModel(c, a, channels=8, residual_blocks=1)  # noqa: E731
-    agent = AtariDQN(env, world_model=world_model, entropy_beta=0.1, eval_every_frames=0, buffer_size=200,
+    world_model = partial(ConvWorldModel, channels=8, residual_blocks=1)
+    agent = AtariDQN(env, model_learning=partial(DEFAULT_LEARNER, world_model=world_model), entropy_beta=0.1, eval_every_frames=0, buffer_size=200,
                      batch_size=16, frames_per_batch=16)
     transitions = pacman_rollout[:, 100:104].reshape(-1)
     bonus = agent.bonus(transitions)
@@ -197,11 +200,11 @@ def test_noisy_dueling_head_resamples_noise() -> None:
 
 
 TINY = ("--model.total_frames", "64", "--model.frames_per_batch", "16", "--model.updates_per_batch", "1",
-        "--model.learning_starts", "32", "--model.buffer_size", "400", "--model.model_updates_per_batch", "1",
+        "--model.learning_starts", "32", "--model.buffer_size", "400", "--model.model_learning.init_args.updates_per_batch", "1",
         "--model.eval_every_frames", "64", "--model.eval_episodes", "1", "--model.eval_max_steps", "10",
         "--model.env.init_args.num_envs", "2", "--checkpoint.every_n_frames", "32",
         # Small frames and model: the same code paths at a fraction of the convolution work.
-        "--model.env.init_args.screen_size", "48", "--model.world_model.init_args.channels", "4",
+        "--model.env.init_args.screen_size", "48", "--model.model_learning.init_args.world_model.init_args.channels", "4",
         "--trainer.callbacks", '[{"class_path": "mbrl_lightning.callbacks.AttentionGif", "init_args": {"max_steps": 8}}]')
 
 
@@ -214,7 +217,7 @@ def test_tiny_pacman_fit_logs_checkpoints_and_resumes() -> None:
     run_id = cli.trainer.logger.run_id
     assert cli.model.frames == 64 and len(cli.model.replay_buffer) == 64
     keys = _metric_keys(run_id)
-    for key in ("eval/return_mean", "loss/q", "loss/world_model", "world_model/val_loss", "imagination/entropy",
+    for key in ("eval/return_mean", "loss/q", "loss/world_model_observation", "world_model/val_loss", "imagination/entropy",
                 "train/env_frames", "train/emulator_frames"):
         assert key in keys, key
     client = MlflowClient(tracking_uri())

@@ -93,8 +93,8 @@ def _one_error_line(code: int, stderr: str) -> str:
 
 
 def test_imagination_horizon_zero_is_refused(capsys) -> None:
-    code = main(["--config", str(CONF_DIR / "cartpole_dqn_imagination.yaml"), "--model.imagination_horizon", "0"])
-    assert "model.imagination_horizon=0: must be a positive integer." in _one_error_line(code, capsys.readouterr().err)
+    code = main(["--config", str(CONF_DIR / "cartpole_dqn_imagination.yaml"), "--model.imagined.horizon", "0"])
+    assert "model.imagined.horizon=0: must be a positive integer." in _one_error_line(code, capsys.readouterr().err)
 
 
 def test_corrupted_checkpoint_is_refused(capsys) -> None:

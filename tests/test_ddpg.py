@@ -99,13 +99,16 @@ def test_discrete_actions_are_refused() -> None:
 
 
 def test_imagination_ddpg_fits_and_logs_the_contract_metrics() -> None:
+    from functools import partial
+
     from mbrl_lightning.algorithms import ImaginationDDPG
+    from mbrl_lightning.algorithms.ddpg_imagination import DEFAULT_LEARNER
     from mbrl_lightning.curiosity import ImaginationEntropy
 
     seed_everything(0)
     model = _task_model(
-        ImaginationDDPG, total_frames=400, updates_per_batch=4, model_updates_per_batch=4,
-        imagination=lambda o, a: ImaginationEntropy(o, a, rollouts=4, horizon=2, curiosity_beta=1.0),
+        ImaginationDDPG, total_frames=400, updates_per_batch=4, model_learning=partial(DEFAULT_LEARNER, updates_per_batch=4),
+        imagination=partial(ImaginationEntropy, rollouts=4, horizon=2, curiosity_beta=1.0),
     )
     logged: dict[str, float] = {}
     model.log_frames = lambda metrics: logged.update(metrics)

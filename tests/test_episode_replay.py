@@ -14,8 +14,8 @@ from mbrl_lightning.envs.episode_replay import EpisodeRecorder, restore_episodes
 
 FAMILIES = {
     "dqn_imagination": ("cartpole_dqn_imagination.yaml", "--model.frames_per_batch", "64", "--model.updates_per_batch", "4",
-                        "--model.learning_starts", "128", "--model.model_updates_per_batch", "4",
-                        "--model.min_confidence", "0"),
+                        "--model.learning_starts", "128", "--model.model_learning.init_args.updates_per_batch", "4",
+                        "--model.imagined.min_confidence", "0"),
     # Annealing is tied to the budget, which the first half of the run sets shorter.
     "ppo": ("cartpole_ppo.yaml", "--model.anneal_lr", "false", "--model.epochs", "4"),
     "dyna_q": ("cliffwalking_dynaq.yaml",),

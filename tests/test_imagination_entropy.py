@@ -92,3 +92,18 @@ def test_bad_rollout_count_is_refused() -> None:
 
     with pytest.raises(ConfigurationError, match="model.imagination.rollouts"):
         ImaginationEntropy(OBSERVATION_SIZE, ACTION_SIZE, rollouts=1)
+
+
+def test_intrinsic_reward_is_the_contract_normalisation_of_novelty_without_a_running_scale() -> None:
+    torch.manual_seed(0)
+    module = _module(action_gain=1.0, curiosity_beta=2.0)
+    states = torch.randn(8, OBSERVATION_SIZE)
+    actions = torch.rand(8, ACTION_SIZE) * 2 - 1
+    transitions = TensorDict({"observation": states, "action": actions,
+                              "next": {"observation": states + torch.randn(8, OBSERVATION_SIZE),
+                                       "reward": torch.zeros(8, 1)}}, batch_size=[8])
+    module.observe(transitions)
+    # Its error is in scaled units already: the contract's normalize is the squash, no running std is kept.
+    assert module.reward_scale is None and not any("reward_scale" in key for key in module.state_dict())
+    expected = torch.tanh(2.0 * module.novelty(transitions))
+    torch.testing.assert_close(module.intrinsic_reward(transitions), expected)

@@ -32,7 +32,7 @@ class EpisodeReturns(Callback):
 SMALL_PETS = (
     "--model.total_frames", "800", "--model.eval_every_frames", "0",
     "--model.planner.init_args.population", "50", "--model.planner.init_args.elites", "5",
-    "--model.planner.init_args.iterations", "2", "--model.model_updates_per_batch", "150",
+    "--model.planner.init_args.iterations", "2", "--model.model_learning.init_args.updates_per_batch", "150",
 )
 
 
@@ -76,7 +76,7 @@ def test_mcts_agent_trains_on_cartpole_and_plans_with_its_model(monkeypatch: pyt
                             "--model.eval_episodes", "1", "--model.env.init_args.max_episode_steps", "200",
                             "--model.planner.init_args.num_simulations", "6", "--model.value_updates_per_batch", "0",
                             "--model.planner.init_args.rollout_horizon", "8",
-                            "--model.planner.init_args.num_rollouts", "4", "--model.model_updates_per_batch", "50"))
+                            "--model.planner.init_args.num_rollouts", "4", "--model.model_learning.init_args.updates_per_batch", "50"))
     assert isinstance(cli.model.planner, MCTSPlanner)
     assert cli.model.frames == 400
     metrics = cli.trainer.callback_metrics
@@ -92,7 +92,7 @@ def test_mcts_agent_learns_its_leaf_value_and_keeps_it_in_checkpoints(tmp_path) 
     # trains on every batch, the planner reads it, and a checkpoint carries its weights.
     cli = run_fit(*fit_args("cartpole_mcts.yaml", "--model.total_frames", "400", "--model.random_frames", "200",
                             "--model.frames_per_batch", "200", "--model.eval_every_frames", "0",
-                            "--model.planner.init_args.num_simulations", "4", "--model.model_updates_per_batch", "20",
+                            "--model.planner.init_args.num_simulations", "4", "--model.model_learning.init_args.updates_per_batch", "20",
                             "--model.value_updates_per_batch", "20", "--model.value_batch_size", "64"))
     model = cli.model
     assert model.planner.value_fn == model.value_learner.value

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from functools import partial
+
 import pytest
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.world_models import GaussianEnsembleWorldModel, LinearWorldModel, MLPWorldModel, WorldModel
@@ -131,3 +134,33 @@ def test_running_normalizer_never_returns_stale_cached_statistics() -> None:
     other.normalize(torch.zeros(1, 2))  # caches the empty statistics
     other.load_state_dict(normalizer.state_dict())
     torch.testing.assert_close(other.normalize(torch.tensor([[2.0, 4.0]])), normalizer.normalize(torch.tensor([[2.0, 4.0]])))
+
+
+def test_the_learner_trains_and_measures_a_conv_model_on_each_new_batch_before_training() -> None:
+    from mbrl_lightning.world_models import ConvWorldModel, WorldModelLearner
+
+    torch.manual_seed(0)
+    frames = torch.randint(0, 256, (2, 9, 2, 16, 16), dtype=torch.uint8)
+    batch = TensorDict({
+        "observation": frames[:, :-1], "action": torch.nn.functional.one_hot(torch.randint(3, (2, 8)), 3),
+        "next": {"observation": frames[:, 1:], "reward": torch.zeros(2, 8, 1),
+                 "terminated": torch.zeros(2, 8, 1, dtype=torch.bool), "done": torch.zeros(2, 8, 1, dtype=torch.bool)},
+    }, batch_size=[2, 8])
+    learner = WorldModelLearner(2, 3, world_model=partial(ConvWorldModel, channels=4, residual_blocks=1),
+                                batch_size=8, updates_per_batch=3, validation_fraction=0.0, k_step_horizon=0)
+    optimizer = learner.make_optimizer()
+    learner.store(batch.reshape(-1))
+    with torch.no_grad():
+        untrained = learner.world_model.errors(batch.reshape(-1)).mean().item()
+    metrics = learner.fit(batch, partial(_step, optimizer))
+    assert metrics["world_model/val_loss"] == pytest.approx(untrained)
+    assert metrics["world_model/confidence"] == pytest.approx(math.exp(-untrained))
+    assert {"world_model/train_loss", "loss/world_model_observation"} <= metrics.keys()
+    with torch.no_grad():
+        assert learner.world_model.errors(batch.reshape(-1)).mean().item() < untrained
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from torchrl.envs import ExplorationType, set_exploration_type
 
 from mbrl_lightning.algorithms.base import Metrics
 from mbrl_lightning.algorithms.dqn import DQN
+from mbrl_lightning.algorithms.model_based import LearnerFactory, ModelBased
 from mbrl_lightning.curiosity.imagination_entropy import action_spread, squash
 from mbrl_lightning.data.frame_replay import SCALAR_KEYS, FrameStackReplay
 from mbrl_lightning.data.replay import StorageKind
@@ -19,13 +21,17 @@ from mbrl_lightning.envs.atari import AtariEnvFactory
 from mbrl_lightning.errors import require
 from mbrl_lightning.nets.conv import AtariQNet, scale_frames
 from mbrl_lightning.world_models.conv import ConvWorldModel
+from mbrl_lightning.world_models.learner import WorldModelLearner
 from mbrl_lightning.world_models.normalization import RunningNormalizer
 
 QNetFactory = Callable[[int, int], nn.Module]
-ConvModelFactory = Callable[[int, int], ConvWorldModel]
+# Seed 004's Pacman model and its training where the YAML gives no ``model_learning`` block: frame
+# stacks are large, so each new batch, measured before the model trains on it, is the held-out data.
+DEFAULT_LEARNER = partial(WorldModelLearner, world_model=ConvWorldModel, lr=1e-3, batch_size=32, updates_per_batch=1,
+                          validation_fraction=0.0, k_step_horizon=0)
 
 
-class AtariDQN(DQN):
+class AtariDQN(ModelBased, DQN):
     """Dueling DQN on stacked frames, with optional bonuses from a convolutional forward model.
 
     The env runs full games with raw scores (what evaluation reports); the training targets use
@@ -33,7 +39,9 @@ class AtariDQN(DQN):
     uint8 frames once (:class:`~mbrl_lightning.data.FrameStackReplay`).
 
     With a bonus weight above zero, a :class:`~mbrl_lightning.world_models.ConvWorldModel` learns
-    to predict the next frame stack, and every collected transition gets a bonus added to its
+    to predict the next frame stack (through the ``model_learning`` block, a
+    :class:`~mbrl_lightning.world_models.WorldModelLearner` that measures it on each new batch
+    before training on it), and every collected transition gets a bonus added to its
     training reward, squashed with tanh in units of the score's running mean:
 
     - ``entropy_beta``: imagination entropy, the spread of the imagined next frames over all
@@ -46,13 +54,11 @@ class AtariDQN(DQN):
     Args:
         env: the Atari environment factory.
         q_net: class called as ``q_net(frame_stack, num_actions)``; default dueling Nature CNN.
-        world_model: class called as ``world_model(frame_stack, num_actions)``; default ConvWorldModel.
-            Built when a bonus weight is positive or when given.
+        model_learning: the world model (``world_model(frame_stack, num_actions)``) and how it learns;
+            default ConvWorldModel, one Adam step (lr 1e-3) of 32 transitions per batch. Built when
+            a bonus weight is positive or when given.
         entropy_beta: weight of the imagination-entropy bonus (0: off).
         curiosity_beta: weight of the forward-model curiosity bonus (0: off).
-        model_lr: Adam learning rate of the world model.
-        model_batch_size: transitions per world-model gradient step.
-        model_updates_per_batch: world-model gradient steps per collected batch.
         clip_rewards: train on the sign of the reward (scores differ by orders of magnitude between games).
         episodic_life: a lost life ends the TD target's episode (the env itself plays on).
         replay_storage: ``memmap`` (files on disk) or ``memory``.
@@ -63,12 +69,9 @@ class AtariDQN(DQN):
         self,
         env: AtariEnvFactory,
         q_net: QNetFactory | None = None,
-        world_model: ConvModelFactory | None = None,
+        model_learning: LearnerFactory | None = None,
         entropy_beta: float = 0.0,
         curiosity_beta: float = 0.0,
-        model_lr: float = 1e-3,
-        model_batch_size: int = 32,
-        model_updates_per_batch: int = 1,
         clip_rewards: bool = True,
         episodic_life: bool = True,
         replay_storage: StorageKind = "memmap",
@@ -78,22 +81,18 @@ class AtariDQN(DQN):
         super().__init__(env=env, q_net=q_net, replay_storage=replay_storage, **kwargs)
         require(entropy_beta >= 0, "model.entropy_beta", entropy_beta, "must be 0 or more")
         require(curiosity_beta >= 0, "model.curiosity_beta", curiosity_beta, "must be 0 or more")
-        require(model_lr > 0, "model.model_lr", model_lr, "must be positive")
         self.entropy_beta = entropy_beta
         self.curiosity_beta = curiosity_beta
-        self.model_lr = model_lr
-        self.model_batch_size = model_batch_size
-        self.model_updates_per_batch = model_updates_per_batch
         self.clip_rewards = clip_rewards
         self.episodic_life = episodic_life
         self.num_actions = int(self.action_spec.space.n)
         self.replay_buffer = FrameStackReplay(
             self.hparams.buffer_size, env.num_envs, env.frame_stack, storage=replay_storage
         )
-        channels = int(self.observation_spec.shape[-3])
         self.world_model: ConvWorldModel | None = None
-        if world_model is not None or entropy_beta > 0 or curiosity_beta > 0:
-            self.world_model = (world_model or ConvWorldModel)(channels, self.num_actions)
+        if model_learning is not None or entropy_beta > 0 or curiosity_beta > 0:
+            self.attach_model_learner(model_learning, DEFAULT_LEARNER, self.replay_buffer, self.num_actions,
+                                      observation_size=int(self.observation_spec.shape[-3]))
         # Running means of the raw scores: the tanh squash needs them in comparable units.
         self.entropy_scale = RunningNormalizer(1)
         self.curiosity_scale = RunningNormalizer(1)
@@ -115,9 +114,9 @@ class AtariDQN(DQN):
     def configure_optimizers(self) -> torch.optim.Optimizer | list[torch.optim.Optimizer]:
         """Adam for the Q-network, and Adam for the world model when there is one."""
         q_optimizer = super().configure_optimizers()
-        if self.world_model is None:
+        if self.model_learner is None:
             return q_optimizer
-        return [q_optimizer, torch.optim.Adam(self.world_model.parameters(), lr=self.model_lr)]
+        return self.with_model_optimizer([q_optimizer])
 
     # ----------------------------------------------------------------- data
     def store(self, batch: TensorDictBase) -> None:
@@ -157,7 +156,7 @@ class AtariDQN(DQN):
                                         "imagination/bonus": squashed.mean().item()})
         else:
             error = self.world_model.errors(transitions)
-        # The model is not trained between scoring and its update: this is the held-out error.
+        # Kept for the model learner's measurement of this batch (it is not trained in between).
         self._fresh_error = error.mean().item()
         if self.curiosity_beta:
             self.curiosity_scale.update(error.unsqueeze(-1))
@@ -167,33 +166,24 @@ class AtariDQN(DQN):
                                         "curiosity/beta": self.curiosity_beta})
         return bonus
 
-    def before_q_updates(self, batch: TensorDictBase) -> Metrics:
+    def before_updates(self, batch: TensorDictBase) -> Metrics:
         """Measure the world model on the new batch (not yet trained on), then train it."""
-        if self.world_model is None:
+        if self.model_learner is None:
             return {}
-        val_loss = self._fresh_error
-        if val_loss is None:  # a world model without a bonus: no scoring pass measured it
-            fresh = batch.reshape(-1).select("observation", "action", ("next", "observation")).to(self.device)
-            with torch.no_grad():
-                val_loss = self.world_model.errors(fresh).mean().item()
-        self._fresh_error = None
-        optimize = self.gradient_step(1)
-        losses = []
-        for _ in range(self.model_updates_per_batch):
-            loss = self.world_model.loss(self.replay_buffer.sample(self.model_batch_size).to(self.device))
-            optimize(loss["loss_observation"])
-            losses.append(loss["loss_observation"].item())
-        return {"world_model/val_loss": val_loss, "loss/world_model": sum(losses) / len(losses)}
+        # The model is not trained between scoring and its update: the bonus pass measured it already.
+        fresh_error, self._fresh_error = self._fresh_error, None
+        return self.learn_model(batch, fresh_loss=fresh_error)
 
-    def q_batch(self) -> TensorDictBase:
+    def replay_batches(self, count: int) -> Iterator[TensorDictBase]:
         """Replayed transitions with the bonus added to the reward; fresh noise for noisy heads."""
         reset_noise = getattr(self.q_network, "reset_noise", None)
-        if reset_noise is not None:
-            reset_noise()
-        transitions = self.replay_buffer.sample(self.batch_size).to(self.device)
-        if ("next", "bonus") in transitions.keys(True):
-            transitions["next", "reward"] = transitions["next", "reward"] + transitions["next", "bonus"]
-        return transitions
+        for _ in range(count):
+            if reset_noise is not None:
+                reset_noise()
+            transitions = self.replay_buffer.sample(self.batch_size).to(self.device)
+            if ("next", "bonus") in transitions.keys(True):
+                transitions["next", "reward"] = transitions["next", "reward"] + transitions["next", "bonus"]
+            yield transitions
 
     def update(self, batch: TensorDictBase) -> Metrics:
         """The DQN update, plus emulator-frame count and bonus statistics."""

@@ -149,6 +149,10 @@ class RLModule(LightningModule, ABC):
         """Buffers saved with every checkpoint; subclasses with more buffers extend this."""
         return {"replay": self.replay_buffer} if self.replay_buffer is not None else {}
 
+    def checkpointed_state(self) -> dict[str, Any]:
+        """Parts with ``state_dict``/``load_state_dict`` saved with every checkpoint besides the weights."""
+        return {}
+
     # ----------------------------------------------------------------- data
     def train_dataloader(self) -> CollectorStream:
         """Real transitions from the collector, one batch per training step, until the budget ends."""
@@ -335,6 +339,7 @@ class RLModule(LightningModule, ABC):
                 "python": random.getstate(),
             },
             "buffers": {name: buffer.state_dict() for name, buffer in self.checkpointed_buffers().items()},
+            "state": {name: part.state_dict() for name, part in self.checkpointed_state().items()},
             "mlflow_run_id": getattr(self.logger, "run_id", None),
             "episodes_in_flight": self._stream.state_dict() if self._stream is not None else {},
         }
@@ -366,6 +371,8 @@ class RLModule(LightningModule, ABC):
         self.seed = extras["seed"]
         for name, buffer in self.checkpointed_buffers().items():
             buffer.load_state_dict(extras["buffers"][name])
+        for name, part in self.checkpointed_state().items():
+            part.load_state_dict(extras["state"][name])
         # Older checkpoints have no in-flight episodes: the resumed run starts new ones.
         self._episodes_to_continue = extras.get("episodes_in_flight", {})
         if not own:

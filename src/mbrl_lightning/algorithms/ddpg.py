@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
+from tensordict import TensorDictBase
 from torchrl.objectives import DDPGLoss, LossModule
 
 from mbrl_lightning.algorithms.off_policy import OffPolicyActorCritic
@@ -31,3 +33,15 @@ class DDPG(OffPolicyActorCritic):
         return DDPGLoss(
             self.actor, self.critic, loss_function=self.loss_function, delay_actor=True, delay_value=True
         )
+
+    def critic_loss(self, sample: TensorDictBase) -> torch.Tensor:
+        """DDPGLoss's TD(0) regression of the critic."""
+        return self.loss_module.loss_value(sample)[0]
+
+    def actor_loss(self, sample: TensorDictBase) -> torch.Tensor:
+        """DDPGLoss's negative Q of the actor's actions."""
+        return self.loss_module.loss_actor(sample)[0]
+
+    def critic_parameters(self) -> TensorDictBase:
+        """The critic's parameters inside the loss."""
+        return self.loss_module.value_network_params

@@ -12,8 +12,8 @@ from torch import nn
 from torchrl.modules import EGreedyModule, QValueActor
 from torchrl.objectives import DQNLoss, HardUpdate, SoftUpdate, ValueEstimators
 
-from mbrl_lightning.algorithms.base import Metrics, RLModule
-from mbrl_lightning.data import TRANSITION_KEYS, make_replay_buffer
+from mbrl_lightning.algorithms.base import Metrics
+from mbrl_lightning.algorithms.replay_learner import ReplayLearner
 from mbrl_lightning.data.replay import StorageKind
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import ConfigurationError, require
@@ -22,7 +22,7 @@ from mbrl_lightning.nets import MLP
 NetFactory = Callable[[int, int], nn.Module]
 
 
-class DQN(RLModule):
+class DQN(ReplayLearner):
     """DQN: epsilon-greedy collection into a replay buffer, TD(0) targets from a target network.
 
     Args:
@@ -44,6 +44,8 @@ class DQN(RLModule):
         eps_anneal_frames: env frames over which epsilon decays linearly.
         max_grad_norm: clip the gradient norm to this value (None: no clipping).
         **kwargs: budget, collection and evaluation settings of :class:`RLModule`.
+
+    One update is :class:`ReplayLearner`'s: store, decay epsilon, ``updates_per_batch`` TD steps.
     """
 
     def __init__(
@@ -78,13 +80,8 @@ class DQN(RLModule):
         require(target_tau is None or 0.0 < target_tau <= 1.0, "model.target_tau", target_tau, "must lie in (0, 1]")
         require(lr > 0, "model.lr", lr, "must be positive")
         require(0.0 < gamma <= 1.0, "model.gamma", gamma, "must lie in (0, 1]")
-        require(batch_size >= 1, "model.batch_size", batch_size, "must be a positive integer")
-        require(buffer_size >= batch_size, "model.buffer_size", buffer_size,
-                f"must hold at least one batch (model.batch_size={batch_size})")
-        require(updates_per_batch >= 1, "model.updates_per_batch", updates_per_batch, "must be a positive integer")
+        self.configure_replay(batch_size, buffer_size, replay_storage, learning_starts, updates_per_batch)
         self.lr = lr
-        self.learning_starts = learning_starts
-        self.updates_per_batch = updates_per_batch
         self.max_grad_norm = max_grad_norm
 
         num_actions = self.action_spec.space.n
@@ -104,8 +101,6 @@ class DQN(RLModule):
             self.target_updater: HardUpdate | SoftUpdate = SoftUpdate(self.loss_module, tau=target_tau)
         else:
             self.target_updater = HardUpdate(self.loss_module, value_network_update_interval=target_update_interval)
-        self.batch_size = batch_size
-        self.replay_buffer = make_replay_buffer(buffer_size, storage=replay_storage)
 
     def build_q_network(self, q_net: NetFactory | None, num_actions: int) -> nn.Module:
         """The online Q-network: ``q_net(observation_size, num_actions)``, an MLP by default."""
@@ -130,39 +125,21 @@ class DQN(RLModule):
         """Adam over the online Q-network."""
         return torch.optim.Adam(self.q_actor.parameters(), lr=self.lr)
 
-    def store(self, batch: TensorDictBase) -> None:
-        """Add a collected batch to the replay buffer."""
-        self.replay_buffer.extend(batch.select(*TRANSITION_KEYS).reshape(-1).cpu())
+    def exploration_metrics(self) -> Metrics:
+        """The current exploration rate."""
+        return {"train/epsilon": self.epsilon}
 
-    def before_q_updates(self, batch: TensorDictBase) -> Metrics:
-        """Work between storing a batch and the Q updates (model learning, imagination); none here."""
-        return {}
-
-    def q_batch(self) -> TensorDictBase:
-        """The transitions of one TD step."""
-        return self.replay_buffer.sample(self.batch_size).to(self.device)
-
-    def update(self, batch: TensorDictBase) -> Metrics:
-        """Store the batch, decay epsilon, then take ``updates_per_batch`` TD steps."""
-        self.store(batch)
-        self.exploration.step(batch.numel())
-        metrics = {"train/epsilon": self.epsilon}
-        if len(self.replay_buffer) < self.learning_starts:
-            return metrics
-        metrics.update(self.before_q_updates(batch))
+    def gradient_update(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
+        """One TD step on ``sample``, then the target network's update."""
         optimizer = self.optimizer(0)
-        losses = torch.empty(self.updates_per_batch, device=self.device)
-        for i in range(self.updates_per_batch):
-            loss = self.loss_module(self.q_batch())["loss"]
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            if self.max_grad_norm is not None:
-                self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
-            optimizer.step()
-            self.target_updater.step()
-            losses[i] = loss.detach()
-        metrics["loss/q"] = losses.mean().item()
-        return metrics
+        loss = self.loss_module(sample)["loss"]
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        if self.max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        self.target_updater.step()
+        return {"loss/q": loss.detach()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Also keep the hard-update counter, so target copies happen on the same steps after resume."""

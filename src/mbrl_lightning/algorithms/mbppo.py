@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -11,18 +12,20 @@ from torchrl.data import ReplayBuffer
 from torchrl.envs import ExplorationType, set_exploration_type
 
 from mbrl_lightning.algorithms.base import Metrics
+from mbrl_lightning.algorithms.model_based import LearnerFactory, ModelBased
 from mbrl_lightning.algorithms.on_policy import WEIGHT_KEY
 from mbrl_lightning.algorithms.ppo import PPO
 from mbrl_lightning.curiosity import Curiosity, FixedBeta
-from mbrl_lightning.data import TRANSITION_KEYS, make_replay_buffer
+from mbrl_lightning.data import TRANSITION_KEYS
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import require
 from mbrl_lightning.imagination import Propagation, imagine
-from mbrl_lightning.world_models import MLPWorldModel, WorldModel
 from mbrl_lightning.world_models.learner import WorldModelLearner
 
-WorldModelFactory = Callable[[int, int], WorldModel]
 CuriosityFactory = Callable[[int, int], Curiosity]
+# Seed 003's settings where the YAML gives no ``model_learning`` block.
+DEFAULT_LEARNER = partial(WorldModelLearner, lr=1e-3, batch_size=256, updates_per_batch=50, k_step_horizon=10,
+                          buffer_size=100_000)
 
 
 def interpolate_rollouts(confidence: float, threshold: float, low: int, high: int) -> int:
@@ -31,7 +34,7 @@ def interpolate_rollouts(confidence: float, threshold: float, low: int, high: in
     return int(round(low + fraction * (high - low)))
 
 
-class ModelBasedPPO(PPO):
+class ModelBasedPPO(ModelBased, PPO):
     """PPO that also learns from rollouts imagined by a world model, with curiosity (seed 003).
 
     One update, as in the seed's flow: (1) the real batch is stored and (2) the world model
@@ -49,16 +52,10 @@ class ModelBasedPPO(PPO):
 
     Args:
         env: the environment factory.
-        world_model: class called as ``world_model(observation_size, action_size)``; default MLP.
+        model_learning: the world model and how it learns (:class:`WorldModelLearner`, its own
+            replay buffer); default MLP, 50 Adam steps (lr 1e-3) per batch.
         curiosity: class called as ``curiosity(observation_size, action_size)``; none by default.
         beta: weight of intrinsic rewards (``FixedBeta`` or ``AdaptiveBeta``); default fixed 0.1.
-        model_lr: Adam learning rate of the world model.
-        model_batch_size: transitions per world-model gradient step.
-        model_updates_per_batch: world-model gradient steps per collected batch.
-        model_buffer_size: capacity of the real-transition buffer the world model learns from.
-        validation_fraction: share of real transitions held out to measure the world model.
-        validation_size: capacity of the held-out buffer.
-        k_step_horizon: longest horizon of the k-step error diagnostics.
         imagination: learn from imagined rollouts at all.
         imagination_horizon: the most steps of one imagined rollout (seed: planning_horizon).
         min_rollouts: imagined rollouts at confidence ``confidence_threshold`` or below.
@@ -80,16 +77,9 @@ class ModelBasedPPO(PPO):
     def __init__(
         self,
         env: EnvFactory,
-        world_model: WorldModelFactory | None = None,
+        model_learning: LearnerFactory | None = None,
         curiosity: CuriosityFactory | None = None,
         beta: FixedBeta | None = None,
-        model_lr: float = 1e-3,
-        model_batch_size: int = 256,
-        model_updates_per_batch: int = 50,
-        model_buffer_size: int = 100_000,
-        validation_fraction: float = 0.1,
-        validation_size: int = 2_000,
-        k_step_horizon: int = 10,
         imagination: bool = True,
         imagination_horizon: int = 5,
         min_rollouts: int = 10,
@@ -112,8 +102,6 @@ class ModelBasedPPO(PPO):
         require(imagination_horizon >= 1, "model.imagination_horizon", imagination_horizon, "must be a positive integer")
         require(imagination_iterations >= 1, "model.imagination_iterations", imagination_iterations,
                 "must be a positive integer")
-        require(model_lr > 0, "model.model_lr", model_lr, "must be positive")
-        self.model_lr = model_lr
         self.imagination = imagination
         self.imagination_horizon = imagination_horizon
         self.min_rollouts = min_rollouts
@@ -132,39 +120,22 @@ class ModelBasedPPO(PPO):
 
         observation_size = int(self.observation_spec.shape[-1])
         action_size = int(self.action_spec.shape[-1])
-        self.world_model = (world_model or MLPWorldModel)(observation_size, action_size) if imagination else None
-        self.model_learner = (
-            WorldModelLearner(
-                self.world_model, make_replay_buffer(model_buffer_size), batch_size=model_batch_size,
-                updates_per_batch=model_updates_per_batch, validation_fraction=validation_fraction,
-                validation_size=validation_size, k_step_horizon=k_step_horizon,
-            )
-            if self.world_model is not None
-            else None
-        )
+        self.world_model = None
+        if imagination:
+            self.attach_model_learner(model_learning, DEFAULT_LEARNER)
         self.curiosity = curiosity(observation_size, action_size) if curiosity is not None else None
         self.imagined_frames = 0
 
     # ----------------------------------------------------------------- parts
-    @property
-    def confidence(self) -> float:
-        """The world model's latest held-out confidence (0 without a world model)."""
-        return self.model_learner.confidence if self.model_learner is not None else 0.0
-
-    @property
-    def k_step_curve(self) -> torch.Tensor | None:
-        """The latest k-step error curve, for the KStepErrorPlot callback."""
-        return self.model_learner.k_step_curve if self.model_learner is not None else None
-
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """Adam for policy and value, and for the world model and curiosity module when present."""
         optimizers = [super().configure_optimizers()]
         self._optimizer_slot: dict[str, int] = {}
-        for name, module, lr in (("world_model", self.world_model, self.model_lr),
-                                 ("curiosity", self.curiosity, self.curiosity_lr)):
-            if module is not None:
-                self._optimizer_slot[name] = len(optimizers)
-                optimizers.append(torch.optim.Adam(module.parameters(), lr=lr))
+        if self.model_learner is not None:
+            optimizers = self.with_model_optimizer(optimizers)
+        if self.curiosity is not None:
+            self._optimizer_slot["curiosity"] = len(optimizers)
+            optimizers.append(torch.optim.Adam(self.curiosity.parameters(), lr=self.curiosity_lr))
         return optimizers
 
     def checkpointed_buffers(self) -> dict[str, ReplayBuffer]:
@@ -178,8 +149,7 @@ class ModelBasedPPO(PPO):
         real_flat = batch.select(*TRANSITION_KEYS).reshape(-1)
         if self.model_learner is not None:
             self.model_learner.store(real_flat)
-            metrics.update(self.model_learner.train(self.gradient_step(self._optimizer_slot["world_model"])))
-            metrics.update(self.model_learner.measure(batch))
+            metrics.update(self.learn_model(batch))
         imagined = self.imagine_rollouts(batch, metrics) if self.imagination else None
         if self.curiosity is not None:
             self.curiosity.observe(real_flat)
@@ -292,18 +262,16 @@ class ModelBasedPPO(PPO):
         return {"curiosity/beta": self.beta.value}
 
     # ----------------------------------------------------------------- checkpoint
+    def checkpointed_state(self) -> dict[str, Any]:
+        """Beta and the learner's state, besides the base class's parts."""
+        return {**super().checkpointed_state(), "beta": self.beta}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also keep beta, the model learner's state and the imagined-frame counter."""
+        """Also keep the imagined-frame counter."""
         super().on_save_checkpoint(checkpoint)
-        checkpoint["mbrl"]["beta"] = self.beta.state_dict()
         checkpoint["mbrl"]["imagined_frames"] = self.imagined_frames
-        if self.model_learner is not None:
-            checkpoint["mbrl"]["model_learner"] = self.model_learner.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore what :meth:`on_save_checkpoint` added."""
         super().on_load_checkpoint(checkpoint)
-        self.beta.load_state_dict(checkpoint["mbrl"]["beta"])
         self.imagined_frames = checkpoint["mbrl"]["imagined_frames"]
-        if self.model_learner is not None:
-            self.model_learner.load_state_dict(checkpoint["mbrl"]["model_learner"])

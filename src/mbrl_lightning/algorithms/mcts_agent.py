@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
 from tensordict import TensorDictBase
 
 from mbrl_lightning.algorithms.base import Metrics
-from mbrl_lightning.algorithms.pets import PETS, PlannerFactory, WorldModelFactory
+from mbrl_lightning.algorithms.model_based import LearnerFactory
+from mbrl_lightning.algorithms.pets import DEFAULT_LEARNER, PETS, PlannerFactory
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import ConfigurationError, require
 from mbrl_lightning.planners import MCTSPlanner
 from mbrl_lightning.planners.dynamics import Propagation, RewardFn, TerminationFn
 from mbrl_lightning.planners.value import LeafValueLearner
 from mbrl_lightning.world_models import MLPWorldModel
+
+# PETS's model-learning settings with a deterministic MLP, expanded by its mean prediction.
+DEFAULT_MCTS_LEARNER = partial(DEFAULT_LEARNER, world_model=MLPWorldModel)
 
 
 class MCTSAgent(PETS):
@@ -31,7 +36,8 @@ class MCTSAgent(PETS):
     Args:
         env: the environment factory; actions must be discrete.
         planner: planner class called as ``planner(action_spec)``; default MCTS.
-        world_model: class called as ``world_model(observation_size, action_size)``; default MLP.
+        model_learning: the world model and how it learns (:class:`WorldModelLearner`); default
+            PETS's settings with an MLP world model.
         propagation: how the tree uses an ensemble; ``mean`` keeps tree nodes deterministic.
         sample_noise: sample next states from predicted Gaussians (probabilistic models only).
         reward_fn: known reward function; None: learned.
@@ -48,7 +54,7 @@ class MCTSAgent(PETS):
         self,
         env: EnvFactory,
         planner: PlannerFactory | None = None,
-        world_model: WorldModelFactory | None = None,
+        model_learning: LearnerFactory | None = None,
         propagation: Propagation = "mean",
         sample_noise: bool = False,
         reward_fn: RewardFn | None = None,
@@ -61,7 +67,7 @@ class MCTSAgent(PETS):
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            env=env, planner=planner or MCTSPlanner, world_model=world_model or MLPWorldModel,
+            env=env, planner=planner or MCTSPlanner, model_learning=model_learning or DEFAULT_MCTS_LEARNER,
             propagation=propagation, sample_noise=sample_noise, reward_fn=reward_fn,
             termination_fn=termination_fn, **kwargs,
         )

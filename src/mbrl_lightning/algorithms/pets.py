@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -11,17 +12,20 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.data import TensorSpec
 
 from mbrl_lightning.algorithms.base import Metrics, RLModule
+from mbrl_lightning.algorithms.model_based import LearnerFactory, ModelBased
 from mbrl_lightning.data import TRANSITION_KEYS, make_replay_buffer
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import require
 from mbrl_lightning.planners import CEMPlanner, EnsembleDynamics, MCTSPlanner, MPCPlanner
 from mbrl_lightning.planners.dynamics import Propagation, RewardFn, TerminationFn
 from mbrl_lightning.planners.stats import PlanningStats
-from mbrl_lightning.world_models import GaussianEnsembleWorldModel, WorldModel
+from mbrl_lightning.world_models import GaussianEnsembleWorldModel
 from mbrl_lightning.world_models.learner import WorldModelLearner
 
-WorldModelFactory = Callable[[int, int], WorldModel]
 PlannerFactory = Callable[[TensorSpec], MPCPlanner | MCTSPlanner]
+# PETS's settings where the YAML gives no ``model_learning`` block.
+DEFAULT_LEARNER = partial(WorldModelLearner, world_model=GaussianEnsembleWorldModel, lr=1e-3, weight_decay=5e-5,
+                          batch_size=256, updates_per_batch=100, validation_size=5_000, k_step_horizon=10)
 
 
 class RandomUntil(TensorDictModuleBase):
@@ -49,7 +53,7 @@ class RandomUntil(TensorDictModuleBase):
         return tensordict.set("action", self.action_spec.rand(batch_shape).to(tensordict.device))
 
 
-class PETS(RLModule):
+class PETS(ModelBased, RLModule):
     """Model-predictive control over a learned ensemble: plan every action, retrain the model every batch.
 
     The first ``random_frames`` frames are uniformly random. After that the planner acts (in collection
@@ -57,26 +61,20 @@ class PETS(RLModule):
     sampling (particles kept on one member, ``fixed_member``, or reshuffled, ``random_member``) and
     scores them with the model's reward head or a known ``reward_fn``, ending particles by
     ``termination_fn`` or the model's termination head. Every collected batch goes to the replay
-    buffer (a share held out to measure the model) and the model takes ``model_updates_per_batch``
+    buffer (a share held out to measure the model) and the model takes ``model_learning.updates_per_batch``
     gradient steps on the whole buffer.
 
     Args:
         env: the environment factory.
         planner: planner class called as ``planner(action_spec)``; default CEM.
-        world_model: class called as ``world_model(observation_size, action_size)``; default 5-member Gaussian ensemble.
         propagation: how particles use the ensemble: ``fixed_member`` (TS-inf), ``random_member`` (TS-1), ``mean``.
         sample_noise: sample next states from the members' predicted Gaussians while planning.
         reward_fn: known reward ``(observation, action, next_observation) -> [..., 1]``; None: learned.
         termination_fn: known termination ``(observation, action, next_observation) -> bool [..., 1]``; None: learned.
         random_frames: frames of uniformly random actions before planning starts.
         buffer_size: replay-buffer capacity in transitions.
-        model_lr: Adam learning rate of the world model.
-        model_weight_decay: Adam weight decay of the world model.
-        model_batch_size: transitions per world-model gradient step.
-        model_updates_per_batch: world-model gradient steps per collected batch.
-        validation_fraction: share of real transitions held out to measure the model.
-        validation_size: capacity of the held-out buffer.
-        k_step_horizon: longest horizon of the k-step error diagnostics (compounding error, seed 003).
+        model_learning: the world model and how it learns (:class:`WorldModelLearner`); default a
+            5-member Gaussian ensemble, 100 steps of Adam (lr 1e-3, weight decay 5e-5) per batch.
         **kwargs: budget, collection and evaluation settings of :class:`RLModule`.
     """
 
@@ -84,46 +82,25 @@ class PETS(RLModule):
         self,
         env: EnvFactory,
         planner: PlannerFactory | None = None,
-        world_model: WorldModelFactory | None = None,
+        model_learning: LearnerFactory | None = None,
         propagation: Propagation = "fixed_member",
         sample_noise: bool = True,
         reward_fn: RewardFn | None = None,
         termination_fn: TerminationFn | None = None,
         random_frames: int = 200,
         buffer_size: int = 1_000_000,
-        model_lr: float = 1e-3,
-        model_weight_decay: float = 5e-5,
-        model_batch_size: int = 256,
-        model_updates_per_batch: int = 100,
-        validation_fraction: float = 0.1,
-        validation_size: int = 5_000,
-        k_step_horizon: int = 10,
         **kwargs: Any,
     ) -> None:
         super().__init__(env=env, **kwargs)
         # The CLI logs the whole resolved config; the logger must not see hparams again on resume.
-        self.save_hyperparameters(ignore=["env", "planner", "world_model", "reward_fn", "termination_fn"], logger=False)
+        self.save_hyperparameters(ignore=["env", "planner", "model_learning", "reward_fn", "termination_fn"], logger=False)
         require(propagation in ("fixed_member", "random_member", "mean"), "model.propagation", propagation,
                 "allowed values are 'fixed_member', 'random_member', 'mean'")
         require(random_frames >= 0, "model.random_frames", random_frames, "must be zero or positive")
-        require(model_lr > 0, "model.model_lr", model_lr, "must be positive")
-        require(model_batch_size >= 1, "model.model_batch_size", model_batch_size, "must be a positive integer")
-        require(model_updates_per_batch >= 0, "model.model_updates_per_batch", model_updates_per_batch,
-                "must be zero or positive")
         self.random_frames = random_frames
-        self.model_lr = model_lr
-        self.model_weight_decay = model_weight_decay
-        self.model_batch_size = model_batch_size
-
-        observation_size = int(self.observation_spec.shape[-1])
-        action_size = int(self.action_spec.shape[-1]) if self.action_spec.shape else 1
-        self.world_model = (world_model or GaussianEnsembleWorldModel)(observation_size, action_size)
         self.replay_buffer = make_replay_buffer(buffer_size)
-        self.model_learner = WorldModelLearner(
-            self.world_model, self.replay_buffer, batch_size=model_batch_size,
-            updates_per_batch=model_updates_per_batch, validation_fraction=validation_fraction,
-            validation_size=validation_size, k_step_horizon=k_step_horizon,
-        )
+        action_size = int(self.action_spec.shape[-1]) if self.action_spec.shape else 1
+        self.attach_model_learner(model_learning, DEFAULT_LEARNER, self.replay_buffer, action_size)
         self.planner = (planner or CEMPlanner)(self.action_spec)
         self.planner.dynamics = EnsembleDynamics(
             self.world_model, propagation=propagation, sample_noise=sample_noise,
@@ -141,24 +118,18 @@ class PETS(RLModule):
         """The planner (planning is deterministic up to its sampling)."""
         return self.planner
 
-    @property
-    def k_step_curve(self) -> torch.Tensor | None:
-        """The latest k-step error curve, for the KStepErrorPlot callback."""
-        return self.model_learner.k_step_curve
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam over the world model."""
-        return torch.optim.Adam(self.world_model.parameters(), lr=self.model_lr, weight_decay=self.model_weight_decay)
+        return self.with_model_optimizer([])[0]
 
     def update(self, batch: TensorDictBase) -> Metrics:
         """Store the batch, retrain the model on the buffer, measure it; report the planner's cost."""
         self.model_learner.store(batch.select(*TRANSITION_KEYS).reshape(-1))
         metrics: Metrics = self.planner.pop_metrics()
         metrics["planner/random_actions"] = float(self.frames <= self.random_frames)
-        if len(self.replay_buffer) < self.model_batch_size:
+        if len(self.replay_buffer) < self.model_learner.batch_size:
             return metrics
-        metrics.update(self.model_learner.train(self.gradient_step(0)))
-        metrics.update(self.model_learner.measure(batch))
+        metrics.update(self.learn_model(batch))
         return metrics
 
     def evaluate(self) -> Metrics:
@@ -172,13 +143,3 @@ class PETS(RLModule):
         # The evaluation's last plans must not seed the training env's next step.
         self.planner.reset()
         return metrics
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also keep the model learner's held-out buffer and confidence."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["mbrl"]["model_learner"] = self.model_learner.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the base extras and the model learner's state."""
-        super().on_load_checkpoint(checkpoint)
-        self.model_learner.load_state_dict(checkpoint["mbrl"]["model_learner"])

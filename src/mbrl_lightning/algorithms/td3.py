@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
+from tensordict import TensorDictBase
 from torchrl.objectives import LossModule, TD3Loss
 
 from mbrl_lightning.algorithms.off_policy import OffPolicyActorCritic
@@ -23,10 +25,6 @@ class TD3(OffPolicyActorCritic):
         actor_update_interval: critic steps per actor and target step (the paper's policy delay, 2).
         **kwargs: settings of :class:`OffPolicyActorCritic` and :class:`RLModule`.
     """
-
-    critic_loss_method = "value_loss"
-    actor_loss_method = "actor_loss"
-    critic_params_attribute = "qvalue_network_params"
 
     def __init__(
         self,
@@ -53,3 +51,15 @@ class TD3(OffPolicyActorCritic):
             policy_noise=self.policy_noise, noise_clip=self.noise_clip, loss_function=self.loss_function,
             delay_actor=True, delay_qvalue=True,
         )
+
+    def critic_loss(self, sample: TensorDictBase) -> torch.Tensor:
+        """TD3Loss's regression of every critic to the clipped double-Q target."""
+        return self.loss_module.value_loss(sample)[0]
+
+    def actor_loss(self, sample: TensorDictBase) -> torch.Tensor:
+        """TD3Loss's negative first-critic Q of the actor's actions."""
+        return self.loss_module.actor_loss(sample)[0]
+
+    def critic_parameters(self) -> TensorDictBase:
+        """The stacked parameters of all critics inside the loss."""
+        return self.loss_module.qvalue_network_params

@@ -49,14 +49,8 @@ class AdaptiveBeta(FixedBeta):
     """
 
     def __init__(
-        self,
-        value: float = 0.2,
-        min_value: float = 0.0,
-        max_value: float = 1.0,
-        rate: float = 0.01,
-        window: int = 10,
-        smoothing: float = 0.1,
-        tolerance: float = 0.01,
+        self, value: float = 0.2, min_value: float = 0.0, max_value: float = 1.0, rate: float = 0.01, window: int = 10,
+        smoothing: float = 0.1, tolerance: float = 0.01,
     ) -> None:
         super().__init__(value)
         self.min_value = min_value

@@ -34,7 +34,10 @@ class ImaginationEntropy(Curiosity):
     states, averaged over features; features are measured in units of the model's running
     observation scale, so one ``entropy_beta`` fits envs whose features differ in scale. The
     curiosity term is the forward model's one-step squared error on the real transition, in the
-    same units. The reward is ``squash(entropy_beta * entropy) + squash(curiosity_beta * error)``.
+    same units. The reward is ``squash(entropy_beta * entropy) + squash(curiosity_beta * error)``;
+    :meth:`intrinsic_reward` (the Curiosity contract's ``normalize(novelty)``) is the second term.
+    Both terms are scale-free already, so the module keeps no running reward scale
+    (``running_scale = False``).
 
     The forward model is the world model this module owns (default: seed 004's
     (observation + action) -> 256 -> 256 -> observation with a residual connection, here an
@@ -50,6 +53,8 @@ class ImaginationEntropy(Curiosity):
         curiosity_beta: scale of the forward-model error before squashing (0: no curiosity term).
         squash: ``tanh`` bounds each term to [0, 1); ``none`` keeps the scaled values.
     """
+
+    running_scale = False
 
     def __init__(
         self,
@@ -73,7 +78,7 @@ class ImaginationEntropy(Curiosity):
         self.entropy_beta = entropy_beta
         self.curiosity_beta = curiosity_beta
         self.squash = squash
-        self.world_model = (world_model or _seed_forward_model)(observation_size, action_size)
+        self.world_model = (world_model or seed_forward_model)(observation_size, action_size)
 
     def _squash(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x) if self.squash == "tanh" else x
@@ -99,10 +104,9 @@ class ImaginationEntropy(Curiosity):
         error = (predicted - transitions["next", "observation"]) / self._scale(predicted.dtype)
         return (error**2).mean(-1)
 
-    @torch.no_grad()
-    def intrinsic_reward(self, transitions: TensorDictBase) -> torch.Tensor:
-        """The curiosity term alone, ``squash(curiosity_beta * error)``, shape ``[batch]``."""
-        return self._squash(self.curiosity_beta * self.novelty(transitions))
+    def normalize(self, novelty: torch.Tensor) -> torch.Tensor:
+        """The curiosity term, ``squash(curiosity_beta * error)``: bounded, the error being in scaled units already."""
+        return self._squash(self.curiosity_beta * novelty)
 
     @torch.no_grad()
     def bonus(self, transitions: TensorDictBase, policy: Policy) -> tuple[torch.Tensor, dict[str, float]]:
@@ -123,13 +127,14 @@ class ImaginationEntropy(Curiosity):
     def observe(self, transitions: TensorDictBase) -> None:
         """Update the forward model's normalisers (the terms are squashed, not scaled by running std)."""
         self.world_model.observe(transitions)
+        super().observe(transitions)
 
     def loss(self, transitions: TensorDictBase) -> TensorDictBase:
         """The forward model's loss terms."""
         return self.world_model.loss(transitions)
 
 
-def _seed_forward_model(observation_size: int, action_size: int) -> WorldModel:
+def seed_forward_model(observation_size: int, action_size: int) -> WorldModel:
     """Seed 004's forward model: two hidden layers of 256 units, a residual (delta) output."""
     return MLPWorldModel(observation_size, action_size, hidden_sizes=(256, 256))
 

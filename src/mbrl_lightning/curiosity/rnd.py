@@ -29,11 +29,7 @@ class RND(Curiosity):
     """
 
     def __init__(
-        self,
-        observation_size: int,
-        action_size: int,
-        feature_size: int = 64,
-        hidden_sizes: Sequence[int] = (64, 64),
+        self, observation_size: int, action_size: int, feature_size: int = 64, hidden_sizes: Sequence[int] = (64, 64)
     ) -> None:
         super().__init__(observation_size, action_size)
         self.observation_normalizer = RunningNormalizer(observation_size)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDict, TensorDictBase
-from torch import nn
 
+from mbrl_lightning.world_models.contract import DynamicsModel
 from mbrl_lightning.world_models.normalization import RunningNormalizer
 
 
@@ -38,8 +38,8 @@ class RawOutput:
     logvar: torch.Tensor | None = None
 
 
-class WorldModel(nn.Module, ABC):
-    """Learned dynamics of an environment with vector observations.
+class WorldModel(DynamicsModel):
+    """Learned dynamics of an environment with vector observations (the :class:`DynamicsModel` contract).
 
     The model predicts the change of the observation (a delta, easier to learn than the next
     state itself), the reward and the probability of termination. Inputs and targets are

@@ -8,6 +8,7 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
 from mbrl_lightning.nets.conv import scale_frames
+from mbrl_lightning.world_models.contract import DynamicsModel
 
 
 class ResidualBlock(nn.Module):
@@ -28,16 +29,17 @@ class ResidualBlock(nn.Module):
         return F.relu(x + self.body(x))
 
 
-class ConvWorldModel(nn.Module):
+class ConvWorldModel(DynamicsModel):
     """Predicts the next frame stack from the current stack and the action.
 
     The one-hot action is broadcast to constant planes and concatenated with the frames; two
     stride-2 convolutions encode to a quarter of the resolution, residual blocks transform, two
     transposed convolutions decode a change that is added to the newest input frame (a residual
     connection: the model learns what changes). The older frames of the next stack are the
-    current ones shifted by one, so only the newest frame is predicted. Pixels are in [0, 1]. The vector-observation
-    :class:`~mbrl_lightning.world_models.WorldModel` normalisers do not apply to pixels, so this
-    model has its own small contract: ``predict``, ``loss`` and ``forward`` on TensorDicts.
+    current ones shifted by one, so only the newest frame is predicted. Pixels are in [0, 1], the
+    units it trains and validates in (the vector models' normalisers do not apply to pixels); it
+    meets the :class:`~mbrl_lightning.world_models.contract.DynamicsModel` contract, so a
+    :class:`~mbrl_lightning.world_models.WorldModelLearner` trains and measures it.
 
     Args:
         in_channels: stacked frames (derived from the env).
@@ -100,6 +102,11 @@ class ConvWorldModel(nn.Module):
     def loss(self, transitions: TensorDictBase) -> TensorDictBase:
         """``loss_observation``: mean squared pixel error of the next stack."""
         return TensorDict(loss_observation=self.errors(transitions).mean())
+
+    @torch.no_grad()
+    def validate(self, transitions: TensorDictBase) -> TensorDictBase:
+        """``val_loss``: the mean squared pixel error of the next stack on held-out transitions."""
+        return TensorDict(val_loss=self.errors(transitions).mean())
 
     def forward(self, transitions: TensorDictBase) -> TensorDictBase:
         """Write the predicted next stack (floats in [0, 1]) as ``("next", "observation")``."""

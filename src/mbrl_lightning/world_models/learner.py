@@ -1,7 +1,8 @@
-"""Everything an algorithm does to learn a world model from its real data, in one place."""
+"""The model-based part of an algorithm: a world model and everything it takes to learn it from real data."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -9,8 +10,9 @@ from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer
 
 from mbrl_lightning.data import make_replay_buffer
-from mbrl_lightning.errors import ConfigurationError
-from mbrl_lightning.world_models.base import WorldModel
+from mbrl_lightning.errors import ConfigurationError, require
+from mbrl_lightning.world_models.contract import DynamicsModel
+from mbrl_lightning.world_models.deterministic import MLPWorldModel
 from mbrl_lightning.world_models.training import (
     VALIDATION_KEY,
     k_step_errors,
@@ -19,38 +21,63 @@ from mbrl_lightning.world_models.training import (
     world_model_step,
 )
 
+WorldModelFactory = Callable[[int, int], DynamicsModel]
+
 
 class WorldModelLearner:
-    """Stores real transitions (a share held out), trains the model, and measures it.
+    """A world model, its optimiser settings, its training schedule, diagnostics and checkpoint state.
 
-    The held-out transitions stay in the replay buffer for other learners, flagged so the world
-    model never trains on them, and are copied to a small validation buffer that gives the
-    held-out loss and the confidence ``exp(-val_loss)`` (seed 003).
+    Every model-based algorithm composes one, configured in the YAML as one block (its
+    ``model_learning`` key). Real transitions are stored through :meth:`store`: a random share is
+    held out, flagged in the replay buffer so the world model never trains on it (other learners
+    still replay it) and copied to a small validation buffer; the rest updates the model's
+    normalisers. After each collected batch :meth:`fit` takes ``updates_per_batch`` gradient steps
+    and measures the model: held-out loss, confidence ``exp(-val_loss)`` (seed 003) and the k-step
+    open-loop errors on the newest trajectories.
 
     Args:
-        model: the world model.
-        replay_buffer: buffer of real transitions, shared with the algorithm or the learner's own.
+        observation_size: width of the observation vector (derived from the env).
+        action_size: width of the action vector, one-hot for discrete actions (derived).
+        world_model: class called as ``world_model(observation_size, action_size)``; default MLP.
+        lr: Adam learning rate of the world model.
+        weight_decay: Adam weight decay of the world model.
         batch_size: transitions per gradient step.
         updates_per_batch: gradient steps per collected batch.
-        validation_fraction: share of real transitions held out.
+        validation_fraction: share of real transitions held out to measure the model; 0 measures
+            it on each new batch before training on it (frame models, whose held-out stacks would be large).
         validation_size: capacity of the held-out buffer (newest kept).
-        k_step_horizon: longest horizon of the k-step error diagnostics.
+        k_step_horizon: longest horizon of the k-step error diagnostics (0: none; vector models only).
+        buffer_size: capacity of the learner's own replay buffer, used unless the algorithm shares its
+            own through :meth:`learn_from`.
     """
 
     def __init__(
         self,
-        model: WorldModel,
-        replay_buffer: ReplayBuffer,
+        observation_size: int,
+        action_size: int,
+        world_model: WorldModelFactory | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
         batch_size: int = 256,
         updates_per_batch: int = 20,
         validation_fraction: float = 0.1,
         validation_size: int = 2_000,
         k_step_horizon: int = 10,
+        buffer_size: int = 100_000,
     ) -> None:
-        if not 0.0 < validation_fraction < 1.0:
-            raise ConfigurationError(f"model.validation_fraction={validation_fraction}: must lie in (0, 1).")
-        self.model = model
-        self.replay_buffer = replay_buffer
+        if not 0.0 <= validation_fraction < 1.0:
+            raise ConfigurationError(
+                f"model.model_learning.validation_fraction={validation_fraction}: must lie in [0, 1) "
+                "(0: each new batch is held out until the model has been measured on it)."
+            )
+        require(lr > 0, "model.model_learning.lr", lr, "must be positive")
+        require(batch_size >= 1, "model.model_learning.batch_size", batch_size, "must be a positive integer")
+        require(updates_per_batch >= 0, "model.model_learning.updates_per_batch", updates_per_batch,
+                "must be zero or positive")
+        self.world_model = (world_model or MLPWorldModel)(observation_size, action_size)
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.replay_buffer = make_replay_buffer(buffer_size)
         self.validation_buffer = make_replay_buffer(validation_size)
         self.batch_size = batch_size
         self.updates_per_batch = updates_per_batch
@@ -59,34 +86,79 @@ class WorldModelLearner:
         self.confidence = 0.0
         self.k_step_curve: torch.Tensor | None = None
 
+    def learn_from(self, replay_buffer: ReplayBuffer) -> WorldModelLearner:
+        """Train on ``replay_buffer`` (the algorithm's own) instead of a buffer of the learner's."""
+        self.replay_buffer = replay_buffer
+        return self
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """Adam over the world model's parameters."""
+        return torch.optim.Adam(self.world_model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the world model's parameters live."""
+        return next(self.world_model.parameters()).device
+
     def store(self, transitions: TensorDictBase) -> None:
         """Add flat real transitions: flag the held-out share, update the model's normalisers."""
+        if not self.validation_fraction:
+            self.replay_buffer.extend(transitions.cpu())
+            self.world_model.observe(transitions.to(self.device))
+            return
         transitions = mark_validation(transitions.cpu(), self.validation_fraction)
         self.replay_buffer.extend(transitions)
         held_out = transitions[transitions[VALIDATION_KEY]]
         if held_out.numel():
             self.validation_buffer.extend(held_out)
-        device = next(self.model.parameters()).device
-        self.model.observe(transitions[~transitions[VALIDATION_KEY]].to(device))
+        self.world_model.observe(transitions[~transitions[VALIDATION_KEY]].to(self.device))
 
     def train(self, optimize: Callable[[torch.Tensor], None]) -> dict[str, float]:
         """``updates_per_batch`` gradient steps on the training share of the buffer."""
-        device = next(self.model.parameters()).device
+        device = self.device
         metrics: dict[str, float] = {}
         for _ in range(self.updates_per_batch):
-            metrics = world_model_step(self.model, self.replay_buffer.sample(self.batch_size).to(device), optimize)
+            metrics = world_model_step(self.world_model, self.replay_buffer.sample(self.batch_size).to(device), optimize)
         return metrics
 
-    def measure(self, trajectories: TensorDictBase) -> dict[str, float]:
-        """Held-out loss, confidence and k-step errors on the newest real trajectories ``[envs, time]``."""
+    def measure(self, trajectories: TensorDictBase, fresh_loss: float | None = None) -> dict[str, float]:
+        """Held-out loss, confidence and k-step errors on the newest real trajectories ``[envs, time]``.
+
+        With ``validation_fraction`` 0 the newest trajectories are the held-out data (``fresh_loss``:
+        their loss, when the caller has computed it already).
+        """
         metrics: dict[str, float] = {}
-        device = next(self.model.parameters()).device
-        if len(self.validation_buffer):
-            metrics = validation_metrics(self.model, self.validation_buffer[:].to(device))
+        device = self.device
+        if not self.validation_fraction:
+            if fresh_loss is None:
+                metrics = validation_metrics(self.world_model, trajectories.reshape(-1).to(device))
+            else:
+                metrics = {"world_model/val_loss": fresh_loss, "world_model/confidence": math.exp(-fresh_loss)}
+        elif len(self.validation_buffer):
+            metrics = validation_metrics(self.world_model, self.validation_buffer[:].to(device))
+        if metrics:
             self.confidence = metrics["world_model/confidence"]
-        self.k_step_curve = k_step_errors(self.model, trajectories.to(device), self.k_step_horizon)
+        if not self.k_step_horizon:
+            return metrics
+        self.k_step_curve = k_step_errors(self.world_model, trajectories.to(device), self.k_step_horizon)
         metrics.update({f"world_model/k_step_error_{k}": error
                         for k, error in enumerate(self.k_step_curve.tolist(), start=1)})
+        return metrics
+
+    def fit(
+        self, trajectories: TensorDictBase, optimize: Callable[[torch.Tensor], None], fresh_loss: float | None = None
+    ) -> dict[str, float]:
+        """One collected batch's model learning: train on the buffer and measure on ``trajectories``.
+
+        The measurement follows training, except with ``validation_fraction`` 0, where the newest
+        batch must be measured before the model trains on it.
+        """
+        if not self.validation_fraction:
+            metrics = self.measure(trajectories, fresh_loss)
+            metrics.update(self.train(optimize))
+            return metrics
+        metrics = self.train(optimize)
+        metrics.update(self.measure(trajectories))
         return metrics
 
     def state_dict(self) -> dict:

@@ -1,5 +1,6 @@
 """Imagination: batched rollouts of a policy inside a learned world model."""
 
-from mbrl_lightning.imagination.rollout import Propagation, imagine
+from mbrl_lightning.imagination.rollout import imagine
+from mbrl_lightning.imagination.trajectory_sampling import Propagation, TrajectorySampler
 
-__all__ = ["Propagation", "imagine"]
+__all__ = ["Propagation", "TrajectorySampler", "imagine"]

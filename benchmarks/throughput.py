@@ -12,7 +12,8 @@ in-process collector (``lean``, same batches) and, for costly envs, TorchRL's
 alternating rounds in one process and each reports its median, so a load spike on a shared
 machine depresses all of them alike and the ratios to raw stay fair; absolute numbers do not.
 Training reports gradient steps per second of the DQN loss and of a world model; imagination
-reports imagined transitions per second of ``imagination.imagine`` for MLP and ensemble models.
+reports imagined transitions per second of ``imagination.imagine`` for MLP and ensemble models, and
+for ensembles also of the baseline that runs every member on every row (alternating rounds, as above).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from unittest import mock
 
 import gymnasium as gym
 import numpy as np
@@ -39,7 +41,9 @@ from torchrl.objectives import DQNLoss, HardUpdate, ValueEstimators
 from mbrl_lightning.data.vector_collector import VectorEnvCollector, supports_lean_collection
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.envs.factory import validate_env_id
-from mbrl_lightning.imagination import imagine
+from mbrl_lightning.imagination import TrajectorySampler, imagine
+from mbrl_lightning.imagination import rollout as rollout_module
+from mbrl_lightning.imagination.trajectory_sampling import RowPrediction
 from mbrl_lightning.nets import MLP
 from mbrl_lightning.world_models import GaussianEnsembleWorldModel, MLPWorldModel
 
@@ -235,26 +239,69 @@ def _rate(step: Callable[[], None], seconds: float) -> float:
 
 
 # ----------------------------------------------------------------------------- imagination
-def imagination(seconds: float, device: str, starts: list[int], horizon: int, compile_model: bool) -> None:
-    """Imagined transitions per second of ``imagine`` with a CartPole-sized policy and world models."""
+class AllMembersSampler(TrajectorySampler):
+    """The imagination path before trajectory sampling was shared (main up to 2026-12): every member
+    predicts every row, then one member's prediction is kept per row. Kept here only as the baseline."""
+
+    def step(self, observation: torch.Tensor, action: torch.Tensor) -> RowPrediction:
+        if self.propagation == "mean":
+            return super().step(observation, action)
+        member = self.members(observation.shape[0], observation.device)
+        prediction = self.world_model.predict(observation, action)
+        rows = torch.arange(observation.shape[0], device=observation.device)
+        std = prediction.next_observation_std
+        return RowPrediction(prediction.next_observation[member, rows], prediction.reward[member, rows],
+                             prediction.done_probability[member, rows], None if std is None else std[member, rows])
+
+
+def imagine_all_members(*args, **kwargs):
+    """``imagine`` with the baseline sampler: the same rollout loop, only the member prediction differs."""
+    with mock.patch.object(rollout_module, "TrajectorySampler", AllMembersSampler):
+        return imagine(*args, **kwargs)
+
+
+def imagination(seconds: float, device: str, starts: list[int], horizon: int, compile_model: bool,
+                rounds: int = 5) -> None:
+    """Imagined transitions per second of ``imagine`` with a CartPole-sized policy and world models.
+
+    For ensembles the baseline path (every member on every row, ``path: all_members``) and the
+    trajectory-sampling path (each member on its own rows, ``path: per_member_rows``) alternate in
+    ``rounds`` rounds in this process; each reports its median and the ratio new/baseline.
+    """
     spec = EnvFactory("CartPole-v1").make().full_action_spec_unbatched["action"]
     policy = QValueActor(MLP(4, 2, hidden_sizes=(64, 64)), in_keys=["observation"], spec=spec).to(device)
     variants = [False, True] if compile_model else [False]
     for name, model in _world_models(device).items():
         model.observe(_transitions(256, device))
         model.eval()
+        paths = {"per_member_rows": imagine}
+        if model.num_members > 1:
+            paths["all_members"] = imagine_all_members
         for compiled in variants:
             if compiled:
-                model.raw_output = torch.compile(model.raw_output, dynamic=False)
+                model.raw_output = torch.compile(model.raw_output, dynamic=True)
             for n in starts:
                 start = TensorDict({"observation": torch.randn(n, 4, device=device)}, batch_size=[n])
-                compile_started = time.perf_counter()
-                imagine(model, policy, start, horizon)  # warm-up (and compilation)
-                warmup = time.perf_counter() - compile_started
-                rate = _rate(lambda: imagine(model, policy, start, horizon), seconds) * n * horizon
-                emit({"benchmark": "imagination", "world_model": name, "compiled": compiled, "device": device,
-                      "starts": n, "horizon": horizon, "policy": "mlp_64x64_greedy",
-                      "transitions_per_s": rate, "warmup_s": warmup})
+                warmup: dict[str, float] = {}
+                for path, run in paths.items():
+                    compile_started = time.perf_counter()
+                    run(model, policy, start, horizon)  # warm-up (and compilation)
+                    warmup[path] = time.perf_counter() - compile_started
+                rates: dict[str, list[float]] = {path: [] for path in paths}
+                for _ in range(rounds):
+                    for path, run in paths.items():
+                        rate = _rate(lambda run=run: run(model, policy, start, horizon), seconds / rounds)
+                        rates[path].append(rate * n * horizon)
+                medians = {path: statistics.median(values) for path, values in rates.items()}
+                for path, rate in medians.items():
+                    record = {"benchmark": "imagination", "world_model": name, "members": model.num_members,
+                              "elites": len(model.elite_indices), "path": path, "compiled": compiled,
+                              "device": device, "starts": n, "horizon": horizon, "policy": "mlp_64x64_greedy",
+                              "propagation": "random_member", "transitions_per_s": rate, "rounds": rounds,
+                              "warmup_s": warmup[path]}
+                    if "all_members" in medians:
+                        record["ratio_to_all_members"] = rate / medians["all_members"]
+                    emit(record)
 
 
 def main() -> None:
@@ -286,7 +333,7 @@ def main() -> None:
     if "training" in only:
         training(args.seconds * 2, args.device)
     if "imagination" in only:
-        imagination(args.seconds * 2, args.device, args.starts, args.horizon, args.compile)
+        imagination(args.seconds * 2 * args.rounds, args.device, args.starts, args.horizon, args.compile, args.rounds)
 
 
 if __name__ == "__main__":

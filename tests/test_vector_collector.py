@@ -15,6 +15,7 @@ from torchrl.modules import AdditiveGaussianModule, EGreedyModule, QValueActor
 
 from mbrl_lightning.algorithms.ppo import PPO
 from mbrl_lightning.data import CollectorStream
+from mbrl_lightning.data.collector_kinds import TorchRLCollection
 from mbrl_lightning.data.vector_collector import VectorEnvCollector, supports_lean_collection
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import ConfigurationError
@@ -99,7 +100,7 @@ def test_auto_picks_the_lean_collector_only_where_it_is_exact() -> None:
     stream = CollectorStream(lambda: taxi.make(seed=0), _random_policy(taxi), 4, lambda: 8, collector="auto")
     batches = iter(stream)
     next(batches)
-    assert isinstance(stream.collector, Collector)
+    assert isinstance(stream.collector, TorchRLCollection)
     lean = CollectorStream(lambda: taxi.make(seed=0), _random_policy(taxi), 4, lambda: 8, collector="lean")
     with pytest.raises(ConfigurationError, match="model.collector='lean'"):
         next(iter(lean))

@@ -56,6 +56,9 @@ class RLModule(LightningModule, ABC):
     """
 
     automatic_optimization = False
+    # Whether the exploration policy (with ``worker_modules``) holds all it reads, so that the
+    # ``multi_sync`` collector's processes can act with copies kept current by weight sync.
+    policy_runs_in_workers: bool = True
 
     def __init__(
         self,
@@ -79,6 +82,11 @@ class RLModule(LightningModule, ABC):
             )
         if collector not in COLLECTOR_KINDS:
             raise ConfigurationError(f"model.collector={collector!r}: must be one of {', '.join(map(repr, COLLECTOR_KINDS))}.")
+        if collector == "multi_sync" and not self.policy_runs_in_workers:
+            raise ConfigurationError(
+                f"model.collector='multi_sync': {type(self).__name__}'s policy reads state of the module that "
+                "collector processes do not receive; use 'auto', 'lean' or 'torchrl'."
+            )
         if collector == "multi_sync" and (collector_workers < 1 or env.num_envs % collector_workers):
             raise ConfigurationError(
                 f"model.collector_workers={collector_workers}: must be a positive divisor of env.num_envs={env.num_envs}."
@@ -145,6 +153,10 @@ class RLModule(LightningModule, ABC):
 
         return step
 
+    def worker_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules the exploration policy reads besides its own (a planner's world model): ``multi_sync`` workers get their weights too."""
+        return {}
+
     def checkpointed_buffers(self) -> dict[str, ReplayBuffer]:
         """Buffers saved with every checkpoint; subclasses with more buffers extend this."""
         return {"replay": self.replay_buffer} if self.replay_buffer is not None else {}
@@ -166,6 +178,7 @@ class RLModule(LightningModule, ABC):
             # Picklable builders (no closure over the module): the workers are other processes.
             make_worker_env=lambda index: partial(self.env.make, self.env.num_envs // workers, self.env_seed + index * 7919),
             workers=workers,
+            worker_modules=self.worker_modules(),
         )
         self._stream.load_state_dict(self._episodes_to_continue)
         return self._stream

@@ -38,6 +38,9 @@ class DynaQ(RLModule):
         **kwargs: budget, collection and evaluation settings of :class:`RLModule`.
     """
 
+    # The greedy policy reads the module's Q table, which collector processes would not receive.
+    policy_runs_in_workers = False
+
     def __init__(
         self,
         env: EnvFactory,

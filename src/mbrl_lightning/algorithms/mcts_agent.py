@@ -101,6 +101,13 @@ class MCTSAgent(PETS):
             return model_optimizer
         return [model_optimizer, torch.optim.Adam(self.value_learner.network.parameters(), lr=self.value_lr)]
 
+    def worker_modules(self) -> dict[str, torch.nn.Module]:
+        """The world model and, when there is one, the leaf-value network the tree reads."""
+        modules = super().worker_modules()
+        if self.value_learner is not None:
+            modules["value_learner"] = self.value_learner
+        return modules
+
     def update(self, batch: TensorDictBase) -> Metrics:
         """PETS's model update, then TD(0) steps of the leaf-value network on the same buffer."""
         metrics = super().update(batch)

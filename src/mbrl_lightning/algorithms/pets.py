@@ -29,25 +29,28 @@ DEFAULT_LEARNER = partial(WorldModelLearner, world_model=GaussianEnsembleWorldMo
 
 
 class RandomUntil(TensorDictModuleBase):
-    """Uniformly random actions while ``use_random()`` holds, the planner afterwards (PETS's seed episodes).
+    """Uniformly random actions while ``random_phase`` holds, the planner afterwards (PETS's seed episodes).
+
+    The phase is a buffer the algorithm sets, not a callable reading its frame count: buffers travel
+    with the policy's weights, so a collector process's copy leaves the phase when the learner does.
 
     Args:
         planner: the policy once the model has data.
         action_spec: the unbatched action spec random actions are drawn from.
-        use_random: asked before every step.
+        random_phase: whether actions start random.
     """
 
-    def __init__(self, planner: TensorDictModuleBase, action_spec: TensorSpec, use_random: Callable[[], bool]) -> None:
+    def __init__(self, planner: TensorDictModuleBase, action_spec: TensorSpec, random_phase: bool = True) -> None:
         super().__init__()
         self.in_keys = ["observation"]
         self.out_keys = ["action"]
         self.planner = planner
         self.action_spec = action_spec
-        self.use_random = use_random
+        self.register_buffer("random_phase", torch.tensor(random_phase), persistent=False)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Random or planned actions for every env copy."""
-        if not self.use_random():
+        if not bool(self.random_phase):
             return self.planner(tensordict)
         batch_shape = tensordict.get("observation").shape[:-1]
         return tensordict.set("action", self.action_spec.rand(batch_shape).to(tensordict.device))
@@ -106,7 +109,7 @@ class PETS(ModelBased, RLModule):
             self.world_model, propagation=propagation, sample_noise=sample_noise,
             reward_fn=reward_fn, termination_fn=termination_fn,
         )
-        self._exploration = RandomUntil(self.planner, self.action_spec, lambda: self.frames < self.random_frames)
+        self._exploration = RandomUntil(self.planner, self.action_spec, random_phase=self.frames < random_frames)
 
     @property
     def exploration_policy(self) -> TensorDictModuleBase:
@@ -122,8 +125,13 @@ class PETS(ModelBased, RLModule):
         """Adam over the world model."""
         return self.with_model_optimizer([])[0]
 
+    def worker_modules(self) -> dict[str, torch.nn.Module]:
+        """The planner's world model: collector processes plan with its current weights."""
+        return {"world_model": self.world_model}
+
     def update(self, batch: TensorDictBase) -> Metrics:
         """Store the batch, retrain the model on the buffer, measure it; report the planner's cost."""
+        self._exploration.random_phase.fill_(self.frames < self.random_frames)
         self.model_learner.store(batch.select(*TRANSITION_KEYS).reshape(-1))
         metrics: Metrics = self.planner.pop_metrics()
         metrics["planner/random_actions"] = float(self.frames <= self.random_frames)
@@ -143,3 +151,8 @@ class PETS(ModelBased, RLModule):
         # The evaluation's last plans must not seed the training env's next step.
         self.planner.reset()
         return metrics
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the base extras, then the random phase that follows the restored frame count."""
+        super().on_load_checkpoint(checkpoint)
+        self._exploration.random_phase.fill_(self.frames < self.random_frames)

@@ -188,9 +188,8 @@ class VectorEnvCollector:
             self.next_traj_id = int(state["traj_pool"]["traj_id"])
 
     def restart_episodes(self) -> None:
-        """Start new episodes in every copy (used when in-flight episodes cannot be replayed)."""
-        traj_ids = torch.from_numpy(self._state[TRAJ_IDS])
-        self.carrier = self.env.reset().set(TRAJ_IDS, traj_ids)
+        """Start new episodes in every copy, with fresh trajectory ids (when in-flight episodes cannot be replayed)."""
+        self.carrier = self._with_traj_ids(self.env.reset())
 
     # ----------------------------------------------------------------- one step
     def _with_traj_ids(self, carrier: TensorDictBase) -> TensorDictBase:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from mbrl_lightning.imagination.trajectory_sampling import Propagation, TrajectorySampler
 from mbrl_lightning.world_models import WorldModel
-
-Propagation = Literal["random_member", "fixed_member", "mean"]
 
 
 @torch.no_grad()
@@ -25,10 +23,11 @@ def imagine(
 ) -> TensorDictBase:
     """Roll ``policy`` forward ``horizon`` steps in ``world_model`` from real start states.
 
-    All starts and ensemble members advance together; the only loop is over time. The result has
-    the keys of real data plus whatever the policy writes (log-probabilities, say), ``is_real=False``
-    and a ``weight`` that is 1 while the trajectory is alive and 0 after its predicted termination,
-    so learners can mask the dead tail.
+    All starts advance together, each ensemble member on its own rows (trajectory sampling,
+    ``trajectory_sampling.py``); the only loop is over time. The result has the keys of real data
+    plus whatever the policy writes (log-probabilities, say), ``is_real=False`` and a ``weight``
+    that is 1 while the trajectory is alive and 0 after its predicted termination, so learners can
+    mask the dead tail.
 
     Args:
         world_model: the learned dynamics.
@@ -37,7 +36,7 @@ def imagine(
         horizon: imagined steps per start.
         propagation: ``random_member`` draws an elite per step (TS-1), ``fixed_member`` one per
             trajectory (TS-inf), ``mean`` averages the elites.
-        sample_noise: sample next states from the predicted Gaussians (probabilistic models).
+        sample_noise: sample next states from the predicted Gaussians (probabilistic models; not under ``mean``).
         done_threshold: predicted termination probability above which a trajectory ends.
 
     Returns:
@@ -46,29 +45,17 @@ def imagine(
     observation = start["observation"]
     n = observation.shape[0]
     device = observation.device
-    elites = world_model.elite_indices
-    rows = torch.arange(n, device=device)
-    fixed = elites[torch.randint(len(elites), (n,), device=device)]
+    # Members drawn per row, independently (TS-1 each step, TS-inf once), as the learners were tuned with.
+    sampler = TrajectorySampler(world_model, propagation, assignment="independent", sample_noise=sample_noise)
+    sampler.reset(n, device)
     alive = torch.ones(n, 1, dtype=torch.bool, device=device)
     steps = []
     for t in range(horizon):
         acted = policy(TensorDict({"observation": observation}, batch_size=[n], device=device))
-        action = acted["action"]
-        prediction = world_model.predict(observation, action)
-        if propagation == "random_member":
-            member = elites[torch.randint(len(elites), (n,), device=device)]
-        else:
-            member = fixed
-
-        def pick(values: torch.Tensor) -> torch.Tensor:
-            # One member per transition (or the elite mean), the same for every output.
-            return values[elites].mean(0) if propagation == "mean" else values[member, rows]
-
-        next_observation = pick(prediction.next_observation)
-        reward, done_probability = pick(prediction.reward), pick(prediction.done_probability)
-        if sample_noise and prediction.next_observation_std is not None:
-            std = pick(prediction.next_observation_std)
-            next_observation = next_observation + std * torch.randn_like(std)
+        prediction = sampler.step(observation, acted["action"])
+        next_observation, reward, done_probability = (
+            prediction.next_observation, prediction.reward, prediction.done_probability
+        )
         terminated = done_probability > done_threshold
         truncated = torch.full_like(terminated, t == horizon - 1) & ~terminated
         # Everything the policy wrote (e.g. log-probabilities for on-policy learners) is kept.

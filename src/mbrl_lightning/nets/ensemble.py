@@ -27,9 +27,11 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[members, batch, in] -> [members, batch, out]``."""
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """``[members, batch, in] -> [members, batch, out]``; with ``members``, only those members' layers run."""
+        if members is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias[members], x, self.weight[members])
 
     def extra_repr(self) -> str:
         members, in_features, out_features = self.weight.shape
@@ -63,3 +65,9 @@ class EnsembleMLP(nn.Sequential):
         layers.append(EnsembleLinear(num_members, width, out_features))
         super().__init__(*layers)
         self.num_members = num_members
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """``[members, batch, in] -> [members, batch, out]``; with ``members``, inputs ``[len(members), batch, in]``."""
+        for layer in self:
+            x = layer(x, members) if isinstance(layer, EnsembleLinear) else layer(x)
+        return x

@@ -100,11 +100,17 @@ class WorldModel(DynamicsModel):
         out = self.raw_output(self.model_inputs(observation, action))
         return self._prediction(observation.unsqueeze(0), out)
 
-    def predict_grouped(self, observation: torch.Tensor, action: torch.Tensor) -> Prediction:
-        """Member ``m`` predicts only for its own rows: inputs ``[members, batch, ...]`` (trajectory sampling)."""
-        if observation.dim() != 3 or observation.shape[0] != self.num_members:
-            raise ValueError(f"predict_grouped needs inputs [members={self.num_members}, batch, ...], got {tuple(observation.shape)}.")
-        return self._prediction(observation, self.raw_output(self.model_inputs(observation, action)))
+    def predict_grouped(self, observation: torch.Tensor, action: torch.Tensor, members: torch.Tensor | None = None) -> Prediction:
+        """Member ``members[g]`` (default: member ``g``) predicts only for row group ``g``: inputs ``[groups, batch, ...]``.
+
+        Only the members named run (trajectory sampling); ``raw_output`` must accept ``members`` then.
+        """
+        groups = self.num_members if members is None else len(members)
+        if observation.dim() != 3 or observation.shape[0] != groups:
+            raise ValueError(f"predict_grouped needs inputs [groups={groups}, batch, ...], got {tuple(observation.shape)}.")
+        inputs = self.model_inputs(observation, action)
+        out = self.raw_output(inputs) if members is None else self.raw_output(inputs, members=members)
+        return self._prediction(observation, out)
 
     def _prediction(self, observation: torch.Tensor, out: RawOutput) -> Prediction:
         """Network outputs in environment units; ``observation`` broadcasts against the member dim."""

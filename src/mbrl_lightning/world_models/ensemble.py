@@ -65,11 +65,11 @@ class GaussianEnsembleWorldModel(WorldModel):
         """Ensemble size."""
         return self._num_members
 
-    def raw_output(self, inputs: torch.Tensor) -> RawOutput:
-        """Mean, bounded log-variance and termination logit of every member."""
+    def raw_output(self, inputs: torch.Tensor, members: torch.Tensor | None = None) -> RawOutput:
+        """Mean, bounded log-variance and termination logit of every member (or of ``members`` only)."""
         if inputs.dim() == 2:
             inputs = inputs.expand(self.num_members, *inputs.shape)
-        out = self.network(inputs)
+        out = self.network(inputs, members)
         size = self.target_size
         mean, raw_logvar, done_logit = out[..., :size], out[..., size : 2 * size], out[..., 2 * size :]
         logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)

@@ -109,7 +109,7 @@ class WorldModelLearner:
         transitions = mark_validation(transitions.cpu(), self.validation_fraction)
         self.replay_buffer.extend(transitions)
         held_out = transitions[transitions[VALIDATION_KEY]]
-        if held_out.numel():
+        if held_out.shape[0]:  # not numel(): a TensorDict's numel is at least 1, even with no rows
             self.validation_buffer.extend(held_out)
         self.world_model.observe(transitions[~transitions[VALIDATION_KEY]].to(self.device))
 

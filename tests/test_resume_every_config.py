@@ -1,0 +1,67 @@
+"""Every experiment YAML in conf/ trains briefly, resumes from its checkpoint, and continues the same MLflow run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CONF_DIR, fit_args, run_fit
+from mlflow.tracking import MlflowClient
+
+from mbrl_lightning.tracking import tracking_uri
+
+CONFIGS = sorted(CONF_DIR.glob("*.yaml"))
+STEPS_PER_BATCH = 2  # agent steps of every env copy per batch: a resume cuts episodes in flight
+# Learning updates are cut to one of each kind where an algorithm updates on every batch; the
+# other algorithms stay in their warm-up (random actions, no updates) within two batches.
+LIGHTER = {
+    "cartpole_mbppo": ("--model.epochs", "1", "--model.model_updates_per_batch", "1", "--model.imagination_iterations", "1"),
+    "cartpole_ppo": ("--model.epochs", "1"),
+    "arm_known_mpc": ("--model.planner.init_args.population", "20", "--model.planner.init_args.iterations", "1"),
+}
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store with its schema made once: creating one costs seconds, copying it does not."""
+    database = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{database}")
+    return database
+
+
+def _model_args(config: Path) -> dict:
+    return yaml.safe_load(config.read_text())["model"]["init_args"]
+
+
+def _num_envs(config: Path) -> int:
+    return int(_model_args(config)["env"]["init_args"].get("num_envs", 1))
+
+
+def _args(config: Path, batches: int, *extra: str) -> list[str]:
+    frames = STEPS_PER_BATCH * _num_envs(config)
+    # A small buffer: checkpoints hold the whole preallocated storage, and Atari's is memory-mapped.
+    buffer = ("--model.buffer_size", "256") if "buffer_size" in _model_args(config) else ()
+    return fit_args(
+        config.name, "--model.frames_per_batch", str(frames), "--model.total_frames", str(batches * frames),
+        "--model.eval_every_frames", "0", "--checkpoint.every_n_frames", str(frames), "--plots.enabled", "false",
+        # The configs' extra callbacks (an attention GIF of 1,000 Atari steps at the end) are not what is tested.
+        "--trainer.callbacks", "null", *buffer, *LIGHTER.get(config.stem, ()), *extra,
+    )
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
+def test_config_resumes_and_continues_its_run(config: Path, empty_store: Path) -> None:
+    Path("mlruns").mkdir()
+    shutil.copy(empty_store, Path("mlruns") / "mlflow.db")
+    first = run_fit(*_args(config, 1))
+    run_id = first.trainer.logger.run_id
+    frames = first.model.frames
+    assert frames == STEPS_PER_BATCH * _num_envs(config)
+
+    resumed = run_fit(*_args(config, 2, "--ckpt_path", "last"))
+    assert resumed.trainer.logger.run_id == run_id
+    assert resumed.model.frames == 2 * frames
+    history = MlflowClient(tracking_uri()).get_metric_history(run_id, "train/env_frames")
+    assert sorted(m.step for m in history) == [frames, 2 * frames]

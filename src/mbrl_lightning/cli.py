@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import logging
 import os
-import pkgutil
 import sys
 import tempfile
 import warnings
@@ -22,7 +20,6 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from mbrl_lightning import algorithms
 from mbrl_lightning.algorithms import RLModule
 from mbrl_lightning.callbacks import (
     EvalVideo,
@@ -34,7 +31,7 @@ from mbrl_lightning.callbacks import (
     TrainingPlots,
 )
 from mbrl_lightning.cli_errors import condense_parser_error, find_configuration_error
-from mbrl_lightning.cli_help import print_help
+from mbrl_lightning.cli_help import import_algorithms, print_help
 from mbrl_lightning.cli_resume import (
     RunFinished,
     differences,
@@ -94,12 +91,6 @@ TRAINER_OPTIONS = (
     "enable_model_summary", "deterministic", "benchmark", "profiler", "detect_anomaly", "plugins", "default_root_dir",
 )
 FIXED_TRAINER_SETTINGS = {"max_epochs": -1, "enable_checkpointing": False, "num_sanity_val_steps": 0}
-
-
-def import_algorithms() -> None:
-    """Import every algorithm module, so that each is a known subclass: listed in ``--help``, named by short name."""
-    for module in pkgutil.iter_modules(algorithms.__path__):
-        importlib.import_module(f"{algorithms.__name__}.{module.name}")
 
 
 class MBRLCLI(LightningCLI):
@@ -314,6 +305,8 @@ def quiet_libraries() -> None:
 
         ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     warnings.filterwarnings("ignore", message=".*dataloader_iter.*experimental.*")
+    # A resume that drops a callback (``--trainer.callbacks '[]'`` past a StopAtReturn) does so on purpose.
+    warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided.*")
     warnings.filterwarnings("ignore", message=".*Nested TransformedEnvs.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     # Tabular learners have no optimizer, which Lightning allows under manual optimisation.

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
+import pkgutil
 import io
 import re
 import textwrap
 from collections.abc import Callable, Sequence
 
+from mbrl_lightning import algorithms
 from mbrl_lightning.algorithms import RLModule
 from mbrl_lightning.cli_resume import model_identity, option_value, read_yaml
 from mbrl_lightning.errors import ConfigurationError
 
 
+def import_algorithms() -> None:
+    """Import every algorithm module, so that each is a known subclass: listed in ``--help``, named by short name."""
+    for module in pkgutil.iter_modules(algorithms.__path__):
+        importlib.import_module(f"{algorithms.__name__}.{module.name}")
+
+
 def algorithm_names() -> list[str]:
     """Short names of every algorithm class that can be trained (subclasses of RLModule, abstract ones left out)."""
+    import_algorithms()
     found: list[type] = []
     pending = list(RLModule.__subclasses__())
     while pending:

@@ -30,7 +30,7 @@ def test_fit_with_overrides_logs_run_to_mlflow(subprocess_env) -> None:
     start = result.stdout.splitlines()[0]
     assert start.startswith("DQN on CartPole-v1 (seed 3) | cpu | precision 32-true | MLflow run ")
     assert "view: mlflow ui --backend-store-uri sqlite:///" in start
-    assert "best eval return" in result.stdout
+    assert "final eval return" in result.stdout and "| best " in result.stdout
     # Lightning's start-up notices and layer table are not shown.
     assert "GPU available" not in result.stdout + result.stderr and "Trainable params" not in result.stdout
     client = MlflowClient(tracking_uri())
@@ -118,3 +118,11 @@ def test_unreachable_tracking_server_is_refused(capsys, monkeypatch) -> None:
     code = main(["--config", str(CONF_DIR / "cartpole_dqn.yaml")])
     line = _one_error_line(code, capsys.readouterr().err)
     assert "MLFLOW_TRACKING_URI=http://127.0.0.1:9: the tracking server does not answer" in line
+
+
+def test_a_mistyped_top_level_flag_and_a_yaml_syntax_error_are_one_line_each(capsys) -> None:
+    assert "--confg: unknown option (did you mean: --config?)" in _one_error_line(
+        main(["--confg", str(CONF_DIR / "cartpole_dqn.yaml")]), capsys.readouterr().err)
+    Path("broken.yaml").write_text("model:\n  init_args:\n    lr: [0.1\n")
+    line = _one_error_line(main(["--config", "broken.yaml"]), capsys.readouterr().err)
+    assert line.startswith("error: --config broken.yaml:4:1: YAML syntax error: expected ',' or ']'"), line

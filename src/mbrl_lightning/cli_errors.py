@@ -6,6 +6,7 @@ import difflib
 import importlib
 import inspect
 import re
+from collections.abc import Sequence
 
 from mbrl_lightning.errors import ConfigurationError
 
@@ -17,6 +18,7 @@ _EXPECTED_ALTERNATIVE = re.compile(r"Expected an? (.+)$")
 _GIVEN = re.compile(r"Given value: (.*)")
 _LITERAL = re.compile(r"typing\.Literal\[(.*)\]")
 _CLASS_NAME = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")
+_UNRECOGNIZED = re.compile(r"[Uu]nrecognized arguments: (\S+)")
 
 
 def find_configuration_error(error: BaseException) -> ConfigurationError | None:
@@ -55,8 +57,16 @@ def _describe_expected(expected: str, given: str) -> str:
     return f"expected {kind}, got {given!r}"
 
 
-def condense_parser_error(message: str) -> str:
-    """One line from jsonargparse's nested report, e.g. ``model.lr: expected float, got 'abc'``."""
+def condense_parser_error(message: str, options: Sequence[str] = ()) -> str:
+    """One line from jsonargparse's nested report, e.g. ``model.lr: expected float, got 'abc'``.
+
+    ``options`` are the parser's flags: an unrecognized one gets the closest of them as a hint.
+    """
+    if match := _UNRECOGNIZED.search(message):
+        flag = match.group(1).split("=", 1)[0]
+        close = difflib.get_close_matches(flag, options, n=3, cutoff=0.7)
+        hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+        return f"{flag}: unknown option{hint}"
     keys: list[str] = []
     alternatives: list[str] = []
     class_path = None

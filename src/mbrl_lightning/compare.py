@@ -61,6 +61,66 @@ def group_runs(client: MlflowClient, runs: list[Run], keys: list[str]) -> list[G
     return list(groups.values())
 
 
+def seed_of(run: Run) -> str:
+    """The run's ``seed`` tag (``?`` when it has none)."""
+    return run.data.tags.get("seed", "?")
+
+
+def one_run_per_seed(groups: list[Group], latest_per_seed: bool = False) -> list[Group]:
+    """Groups whose runs are distinct seeds: a repeated seed is an error, or with ``latest_per_seed`` the newest run of it.
+
+    A mean and interval over seeds assume independent seeds; two runs of one seed (a rerun, a
+    longer run) would be counted as two.
+    """
+    checked = []
+    for group in groups:
+        by_seed: dict[str, list[Run]] = {}
+        for run in group.runs:  # oldest first
+            by_seed.setdefault(seed_of(run), []).append(run)
+        repeated = {seed: runs for seed, runs in by_seed.items() if len(runs) > 1}
+        if repeated and not latest_per_seed:
+            seed, runs = next(iter(repeated.items()))
+            ids = ", ".join(run.info.run_id for run in runs)
+            raise ConfigurationError(
+                f"group {group.name}: {len(runs)} runs of seed {seed} ({ids}); a seed counts once. Narrow the "
+                "selection (--tags, --experiments) or pass --latest-per-seed to use the newest run of each seed."
+            )
+        checked.append(Group(group.name, [runs[-1] for runs in by_seed.values()]))
+    return checked
+
+
+def run_ends(client: MlflowClient, groups: list[Group], metric: str) -> dict[str, int]:
+    """Run id -> the env frame of its last ``metric`` point (runs without it are left out)."""
+    ends = {}
+    for group in groups:
+        for run in group.runs:
+            history = metric_history(client, run.info.run_id, metric)
+            if len(history):
+                ends[run.info.run_id] = int(history[-1, 0])
+    return ends
+
+
+def common_budget(ends: dict[str, int], budget: int | None) -> tuple[int | None, str | None]:
+    """The frame count to compare at, and a warning when runs end at different counts.
+
+    Runs of unequal length compare at the shortest one's end unless ``budget`` is given; a
+    given budget past some runs' ends is kept, with those runs named.
+    """
+    if not ends:
+        return budget, None
+    shortest, longest = min(ends.values()), max(ends.values())
+    if budget is None:
+        if shortest == longest:
+            return None, None
+        return shortest, (f"runs end at different frame counts ({shortest:,} to {longest:,}); comparing at "
+                          f"{shortest:,} frames, where the shortest ends (--budget FRAMES to choose another)")
+    short = [run_id for run_id, end in ends.items() if end < budget]
+    if not short:
+        return budget, None
+    return budget, (f"{len(short)} run(s) end before --budget {budget:,} ({', '.join(short)}, at "
+                    f"{', '.join(f'{ends[r]:,}' for r in short)} frames): their values are those of their ends")
+
+
 def history_until(client: MlflowClient, run_id: str, key: str, budget: int | None = None) -> np.ndarray:
     """:func:`metric_history` of ``key``, ending at the first point logged at or past ``budget`` frames.
 

@@ -60,7 +60,7 @@ class OffPolicyActorCritic(ReplayLearner):
         replay_storage: ``memory`` (RAM) or ``memmap`` (memory-mapped files).
         learning_starts: frames collected before the first gradient step.
         updates_per_batch: gradient steps after each collected batch.
-        actor_update_interval: critic steps per actor step (TD3's policy delay).
+        actor_update_interval: critic gradient steps per actor step (TD3's policy delay).
         exploration: ``gaussian`` (independent noise) or ``ou`` (Ornstein-Uhlenbeck, temporally correlated).
         noise_init: noise scale at the start (Gaussian sigma, or the OU process's scale factor).
         noise_end: noise scale after ``noise_anneal_frames``.

@@ -22,7 +22,7 @@ class TD3(OffPolicyActorCritic):
         noise_clip: bound of that noise.
         num_critics: number of critic copies whose minimum forms the target.
         loss_function: TD-error loss, ``l2`` or ``smooth_l1`` (Huber).
-        actor_update_interval: critic steps per actor and target step (the paper's policy delay, 2).
+        actor_update_interval: critic gradient steps per actor and target step (the paper's policy delay, 2).
         **kwargs: settings of :class:`OffPolicyActorCritic` and :class:`RLModule`.
     """
 

@@ -5,7 +5,7 @@ from mbrl_lightning.callbacks.checkpoint import FrameCheckpoint
 from mbrl_lightning.callbacks.interrupt import GracefulInterrupt
 from mbrl_lightning.callbacks.k_step_plot import KStepErrorPlot
 from mbrl_lightning.callbacks.plots import TrainingPlots
-from mbrl_lightning.callbacks.progress import FrameProgressBar
+from mbrl_lightning.callbacks.progress import FrameProgressBar, FrameProgressLines
 from mbrl_lightning.callbacks.stop import StopAtReturn
 from mbrl_lightning.callbacks.video import EvalVideo
 
@@ -14,6 +14,7 @@ __all__ = [
     "EvalVideo",
     "FrameCheckpoint",
     "FrameProgressBar",
+    "FrameProgressLines",
     "GracefulInterrupt",
     "KStepErrorPlot",
     "StopAtReturn",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 
@@ -17,9 +19,21 @@ class StopAtReturn(Callback):
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
+        self.reached_return: float | None = None
+        self.reached_frame: int | None = None
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_: object) -> None:
         """Ask the trainer to stop when the latest evaluation reached the threshold."""
         value = trainer.callback_metrics.get("eval/return_mean")
         if value is not None and float(value) >= self.threshold:
+            self.reached_return, self.reached_frame = float(value), pl_module.frames
             trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        """Whether and where the target was reached, so a resume can tell that the run is finished."""
+        return {"threshold": self.threshold, "reached_return": self.reached_return, "reached_frame": self.reached_frame}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the threshold stays the one configured now)."""
+        self.reached_return = state_dict.get("reached_return")
+        self.reached_frame = state_dict.get("reached_frame")

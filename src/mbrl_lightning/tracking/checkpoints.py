@@ -22,6 +22,9 @@ class ResolvedCheckpoint:
     run_id: str | None
     algorithm: str | None = None
     env_id: str | None = None
+    frames: int | None = None
+    # (threshold, reached return) when a StopAtReturn callback ended the run at its target.
+    reached_target: tuple[float, float] | None = None
 
     def check_matches(self, algorithm: str, env_id: str) -> None:
         """Refuse to resume a checkpoint of another algorithm or environment."""
@@ -45,7 +48,12 @@ def read_checkpoint(path: Path, run_id: str | None = None) -> ResolvedCheckpoint
             f"--ckpt_path {path}: not a readable mbrl-lightning checkpoint ({type(error).__name__}); "
             "use another checkpoint or runs:/<run_id>."
         ) from None
-    return ResolvedCheckpoint(path, extras.get("mlflow_run_id") or run_id, extras.get("algorithm"), extras.get("env_id"))
+    stop = (checkpoint.get("callbacks") or {}).get("StopAtReturn") or {}
+    reached = (stop["threshold"], stop["reached_return"]) if stop.get("reached_return") is not None else None
+    return ResolvedCheckpoint(
+        path, extras.get("mlflow_run_id") or run_id, extras.get("algorithm"), extras.get("env_id"), extras.get("frames"),
+        reached,
+    )
 
 
 def _download_last(run_id: str, download_dir: Path, filename: str = LAST_CHECKPOINT) -> Path:

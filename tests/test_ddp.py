@@ -78,10 +78,10 @@ MBPPO_FRAMES = 512
 MBPPO_MINIBATCH = 8
 MBPPO = ("--seed_everything", "2", "--model.total_frames", str(MBPPO_FRAMES), "--model.frames_per_batch", "64",
          "--model.epochs", "2", "--model.minibatch_size", str(MBPPO_MINIBATCH), "--model.imagination_iterations", "2",
-         "--model.model_updates_per_batch", "4", "--model.min_rollouts", "8", "--model.max_rollouts", "16",
+         "--model.model_learning.init_args.updates_per_batch", "4", "--model.min_rollouts", "8", "--model.max_rollouts", "16",
          # A world model that hardly learns predicts termination near 0.5, the threshold: imagined
          # rollouts end at different steps on each rank, so their sample counts differ.
-         "--model.model_lr", "1e-7",
+         "--model.model_learning.init_args.lr", "1e-7",
          "--model.eval_every_frames", "512", "--model.eval_episodes", "2", "--checkpoint.every_n_frames", "0",
          "--plots.enabled", "false", "--trainer.callbacks=ddp_probe.RankReport")
 

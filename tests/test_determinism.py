@@ -13,7 +13,7 @@ from mbrl_lightning.tracking import tracking_uri
 OFF_POLICY = ("--model.total_frames", "256", "--model.frames_per_batch", "64", "--model.learning_starts", "64",
               "--model.updates_per_batch", "2", "--model.batch_size", "32", "--model.eval_max_steps", "20")
 PLANNED = ("--model.total_frames", "256", "--model.frames_per_batch", "64", "--model.random_frames", "128",
-           "--model.model_updates_per_batch", "2", "--model.eval_max_steps", "20")
+           "--model.model_learning.init_args.updates_per_batch", "2", "--model.eval_max_steps", "20")
 
 FAMILIES = {
     "dqn": ("cartpole_dqn.yaml", "--model.frames_per_batch", "64", "--model.updates_per_batch", "4",
@@ -28,7 +28,7 @@ FAMILIES = {
     "ddpg": ("pendulum_ddpg.yaml", *OFF_POLICY),
     "td3": ("pendulum_ddpg.yaml", "--model.class_path", "mbrl_lightning.algorithms.TD3", *OFF_POLICY),
     "ddpg_imagination": ("pendulum_ddpg.yaml", "--model.class_path", "mbrl_lightning.algorithms.ImaginationDDPG",
-                         *OFF_POLICY, "--model.model_updates_per_batch", "2"),
+                         *OFF_POLICY),
     # Planning from frame 128 on (collection and evaluation): CEM's and the search's sampling included.
     "pets": ("pendulum_pets.yaml", *PLANNED, "--model.planner.init_args.population", "8",
              "--model.planner.init_args.elites", "2", "--model.planner.init_args.iterations", "1",
@@ -36,9 +36,9 @@ FAMILIES = {
     "mcts": ("cartpole_mcts.yaml", *PLANNED, "--model.planner.init_args.num_simulations", "2",
              "--model.value_updates_per_batch", "2", "--model.value_batch_size", "32"),
     "atari_dqn": ("pacman.yaml", "--model.total_frames", "256", "--model.frames_per_batch", "16",
-                  "--model.learning_starts", "32", "--model.buffer_size", "400", "--model.model_updates_per_batch", "1",
+                  "--model.learning_starts", "32", "--model.buffer_size", "400", "--model.model_learning.init_args.updates_per_batch", "1",
                   "--model.updates_per_batch", "1", "--model.env.init_args.num_envs", "2",
-                  "--model.env.init_args.screen_size", "48", "--model.world_model.init_args.channels", "4",
+                  "--model.env.init_args.screen_size", "48", "--model.model_learning.init_args.world_model.init_args.channels", "4",
                   "--model.eval_max_steps", "20", "--trainer.callbacks", "[]"),
 }
 

@@ -17,6 +17,8 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import ExplorationType, set_exploration_type
 
 from mbrl_lightning.algorithms import base
+from mbrl_lightning.algorithms.off_policy import OffPolicyActorCritic
+from mbrl_lightning.algorithms.td3 import TD3
 from mbrl_lightning.cli import MBRLCLI
 from mbrl_lightning.evaluation import evaluate_policy
 
@@ -78,8 +80,9 @@ def _td_target_and_next_value(module, transitions: TensorDictBase) -> tuple[torc
             target_values = loss.value_network(following.clone())["action_value"]
         chosen = online_values.argmax(-1, keepdim=True) if loss.double_dqn else target_values.argmax(-1, keepdim=True)
         return target.reshape(-1), target_values.gather(-1, chosen).reshape(-1)
-    if hasattr(module, "critic_loss_method"):  # DDPG, TD3: the critic loss reports its target
-        _, metadata = getattr(loss, module.critic_loss_method)(transitions.clone())
+    if isinstance(module, OffPolicyActorCritic):  # DDPG, TD3: TorchRL's critic loss reports its target
+        value_loss = loss.value_loss if isinstance(module, TD3) else loss.loss_value
+        _, metadata = value_loss(transitions.clone())
         if "next_state_value" in metadata:  # TD3: the smaller target critic at the smoothed target action
             return metadata["target_value"].reshape(-1), metadata["next_state_value"].reshape(-1)
         with loss.target_actor_network_params.to_module(loss.actor_network):
@@ -150,15 +153,14 @@ TARGET_FAMILIES = {
     "dqn": ("cartpole_dqn.yaml", "copy", 0.0, ("--model.updates_per_batch", "2", "--model.target_update_interval", "1")),
     "dqn_imagination": ("cartpole_dqn_imagination.yaml", "copy", 0.0,
                         ("--model.updates_per_batch", "2", "--model.target_update_interval", "1",
-                         "--model.model_updates_per_batch", "1", "--model.imagination_starts", "8")),
+                         "--model.model_learning.init_args.updates_per_batch", "1", "--model.imagined.starts", "8")),
     "ddpg": ("pendulum_ddpg.yaml", "soft", 0.05, ("--model.updates_per_batch", "1", "--model.tau", "0.05")),
     "td3": ("pendulum_ddpg.yaml", "soft", 0.05, ("--model.class_path", "mbrl_lightning.algorithms.TD3",
                                                   "--model.updates_per_batch", "1", "--model.tau", "0.05",
                                                   "--model.actor_update_interval", "1")),
     "ddpg_imagination": ("pendulum_ddpg.yaml", "soft", 0.05,
                          ("--model.class_path", "mbrl_lightning.algorithms.ImaginationDDPG",
-                          "--model.updates_per_batch", "1", "--model.tau", "0.05",
-                          "--model.model_updates_per_batch", "1")),
+                          "--model.updates_per_batch", "1", "--model.tau", "0.05")),
 }
 
 

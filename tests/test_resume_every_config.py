@@ -17,7 +17,7 @@ STEPS_PER_BATCH = 2  # agent steps of every env copy per batch: a resume cuts ep
 # Learning updates are cut to one of each kind where an algorithm updates on every batch; the
 # other algorithms stay in their warm-up (random actions, no updates) within two batches.
 LIGHTER = {
-    "cartpole_mbppo": ("--model.epochs", "1", "--model.model_updates_per_batch", "1", "--model.imagination_iterations", "1"),
+    "cartpole_mbppo": ("--model.epochs", "1", "--model.model_learning.init_args.updates_per_batch", "1", "--model.imagination_iterations", "1"),
     "cartpole_ppo": ("--model.epochs", "1"),
     "arm_known_mpc": ("--model.planner.init_args.population", "20", "--model.planner.init_args.iterations", "1"),
 }

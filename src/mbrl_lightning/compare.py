@@ -213,7 +213,7 @@ FIGURES = {
 def write_figures(
     client: MlflowClient, groups: list[Group], out_dir: Path, metric: str = "eval/return_mean", budget: int | None = None
 ) -> list[Path]:
-    """The learning curve of ``metric`` and seed 004's score figures: one line per group, mean over
+    """The learning curve of ``metric`` and the imagination-entropy design's score figures: one line per group, mean over
     seeds with a shaded 95% bootstrap interval; curves end at ``budget`` frames when given."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

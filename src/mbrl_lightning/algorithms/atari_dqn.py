@@ -1,4 +1,4 @@
-"""DQN for Atari frames (seed 004): plain, with imagination entropy, or with forward-model curiosity."""
+"""DQN for Atari frames (the imagination-entropy design): plain, with imagination entropy, or with forward-model curiosity."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from mbrl_lightning.world_models.learner import WorldModelLearner
 from mbrl_lightning.world_models.normalization import RunningNormalizer
 
 QNetFactory = Callable[[int, int], nn.Module]
-# Seed 004's Pacman model and its training where the YAML gives no ``model_learning`` block: frame
+# The imagination-entropy design's Pacman model and its training where the YAML gives no ``model_learning`` block: frame
 # stacks are large, so each new batch, measured before the model trains on it, is the held-out data.
 DEFAULT_LEARNER = partial(WorldModelLearner, world_model=ConvWorldModel, lr=1e-3, batch_size=32, updates_per_batch=1,
                           validation_fraction=0.0, k_step_horizon=0)

@@ -15,7 +15,7 @@ from mbrl_lightning.envs import EnvFactory
 class DDPG(OffPolicyActorCritic):
     """DDPG: the critic regresses TD(0) targets of the target actor and critic; the actor ascends Q.
 
-    Defaults follow seed 004 (gamma 0.99, tau 0.001, batch 64, replay 200k, actor lr 1e-4,
+    Defaults follow the imagination-entropy design (gamma 0.99, tau 0.001, batch 64, replay 200k, actor lr 1e-4,
     critic lr 2e-4, Gaussian noise decaying 0.3 -> 0.05).
 
     Args:

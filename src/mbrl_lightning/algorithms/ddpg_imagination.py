@@ -1,4 +1,4 @@
-"""DDPG with imagination entropy (seed 004): a bonus for states whose imagined futures spread apart."""
+"""DDPG with imagination entropy: a bonus for states whose imagined futures spread apart."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from mbrl_lightning.errors import require
 from mbrl_lightning.world_models.learner import WorldModelLearner
 
 ImaginationFactory = Callable[[int, int], ImaginationEntropy]
-# Seed 004's forward model and its training where the YAML gives no ``model_learning`` block.
+# The imagination-entropy design's forward model and its training where the YAML gives no ``model_learning`` block.
 DEFAULT_LEARNER = partial(WorldModelLearner, world_model=seed_forward_model, lr=2e-4, batch_size=64,
                           updates_per_batch=64, k_step_horizon=5)
 
@@ -41,9 +41,9 @@ class ImaginationDDPG(ModelBased, DDPG):
         env: the environment factory (continuous actions).
         imagination: class called as ``imagination(observation_size, action_size, world_model=...)``;
             its init args (rollouts, horizon, entropy_beta, curiosity_beta, squash) are the
-            imagination keys. Default: :class:`ImaginationEntropy` with seed 004's settings.
+            imagination keys. Default: :class:`ImaginationEntropy` with the imagination-entropy design's settings.
         model_learning: the forward model and how it learns (:class:`WorldModelLearner`); default
-            seed 004's MLP(256, 256), 64 Adam steps (lr 2e-4) of 64 transitions per batch.
+            the imagination-entropy design's MLP(256, 256), 64 Adam steps (lr 2e-4) of 64 transitions per batch.
         imagination_noise: std of the Gaussian noise on imagined actions, in action units.
         **kwargs: DDPG, OffPolicyActorCritic and RLModule settings.
     """

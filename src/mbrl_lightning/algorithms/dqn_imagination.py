@@ -1,4 +1,4 @@
-"""DQN with a learned imagination model (seed 000, done properly): Dyna-style imagined transitions."""
+"""DQN with a learned imagination model (Dyna, Sutton 1991): Dyna-style imagined transitions."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.imagination import ImaginedReplay
 from mbrl_lightning.world_models.learner import WorldModelLearner
 
-# Seed 000's settings where the YAML gives no ``model_learning`` block.
+# The imagination-DQN design's settings where the YAML gives no ``model_learning`` block.
 DEFAULT_LEARNER = partial(WorldModelLearner, lr=1e-3, batch_size=256, updates_per_batch=20, k_step_horizon=10)
 
 
@@ -28,7 +28,7 @@ class ImaginationDQN(Dyna, DQN):
     measures it), then the exploration policy is rolled out in the model from real start states,
     and the imagined transitions go to their own buffer (:class:`ImaginedReplay`). Every Q step
     mixes real and imagined transitions (the :class:`Dyna` mixin). With ``imagined_targets`` the TD targets of real samples
-    use the model's predicted next state and reward (the variant of seed 000).
+    use the model's predicted next state and reward (the variant of the imagination-DQN design).
 
     Args:
         env: the environment factory.
@@ -67,7 +67,7 @@ class ImaginationDQN(Dyna, DQN):
         return self.predicted_targets if self.imagined_targets else None
 
     def predicted_targets(self, real: TensorDictBase) -> TensorDictBase:
-        """Real transitions whose next state and reward are the model's predictions (seed 000's variant)."""
+        """Real transitions whose next state and reward are the model's predictions (the imagination-DQN design's variant)."""
         with torch.no_grad():
             predicted = self.world_model(real.clone())
         real.set(("next", "observation"), predicted["next", "observation"])

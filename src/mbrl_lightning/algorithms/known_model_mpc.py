@@ -1,4 +1,4 @@
-"""MPC with a model the user gives (seed 001's arm and drone): planning without learning."""
+"""MPC with a model the user gives (the MBRL tutorial's arm and drone): planning without learning."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model-based PPO with adaptive imagination and curiosity, following seed 003's algorithm flow."""
+"""Model-based PPO with adaptive imagination and curiosity, following the adaptive-imagination algorithm flow."""
 
 from __future__ import annotations
 
@@ -23,19 +23,19 @@ from mbrl_lightning.imagination import Propagation, imagine
 from mbrl_lightning.world_models.learner import WorldModelLearner
 
 CuriosityFactory = Callable[[int, int], Curiosity]
-# Seed 003's settings where the YAML gives no ``model_learning`` block.
+# The adaptive-imagination design's settings where the YAML gives no ``model_learning`` block.
 DEFAULT_LEARNER = partial(WorldModelLearner, lr=1e-3, batch_size=256, updates_per_batch=50, k_step_horizon=10,
                           buffer_size=100_000)
 
 
 def interpolate_rollouts(confidence: float, threshold: float, low: int, high: int) -> int:
-    """Seed 003's rule: map confidence in ``[threshold, 1]`` linearly onto ``[low, high]`` rollouts."""
+    """The adaptive-imagination design's rule: map confidence in ``[threshold, 1]`` linearly onto ``[low, high]`` rollouts."""
     fraction = min(max((confidence - threshold) / max(1.0 - threshold, 1e-8), 0.0), 1.0)
     return int(round(low + fraction * (high - low)))
 
 
 class ModelBasedPPO(ModelBased, PPO):
-    """PPO that also learns from rollouts imagined by a world model, with curiosity (seed 003).
+    """PPO that also learns from rollouts imagined by a world model, with curiosity (the adaptive-imagination design).
 
     One update, as in the seed's flow: (1) the real batch is stored and (2) the world model
     trains on real data only, its confidence being ``exp(-held-out loss)``; (3) the number of
@@ -142,7 +142,7 @@ class ModelBasedPPO(ModelBased, PPO):
         """The world model's real-transition buffer."""
         return {"model_replay": self.model_learner.replay_buffer} if self.model_learner is not None else {}
 
-    # ----------------------------------------------------------------- one update (seed 003's flow)
+    # ----------------------------------------------------------------- one update (the adaptive-imagination design's flow)
     def update(self, batch: TensorDictBase) -> Metrics:
         """Model learning, imagination, curiosity, GAE, weighted PPO, curiosity update, beta."""
         metrics: Metrics = {}

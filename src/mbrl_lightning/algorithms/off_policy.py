@@ -29,7 +29,7 @@ Exploration = Literal["gaussian", "ou"]
 
 
 def _default_net(in_features: int, out_features: int) -> nn.Module:
-    """Seed 004's actor and critic bodies: two hidden layers of 256 and 128 units."""
+    """The imagination-entropy design's actor and critic bodies: two hidden layers of 256 and 128 units."""
     return MLP(in_features, out_features, hidden_sizes=(256, 128))
 
 

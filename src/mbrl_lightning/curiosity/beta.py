@@ -31,7 +31,7 @@ class FixedBeta:
 
 
 class AdaptiveBeta(FixedBeta):
-    """Seed 003's rule: more curiosity while extrinsic returns fall, less while they rise.
+    """The adaptive-imagination design's rule: more curiosity while extrinsic returns fall, less while they rise.
 
     The trend is the least-squares slope of a moving average of episode returns over the last
     ``window`` updates, relative to the average's magnitude; beta is multiplied by

@@ -1,4 +1,4 @@
-"""Imagination entropy (seed 004): reward states whose imagined futures spread apart.
+"""Imagination entropy: reward states whose imagined futures spread apart.
 
 Continuous actions: :class:`ImaginationEntropy` spreads noisy policy rollouts. Discrete actions:
 :func:`discrete_imagination_entropy` spreads the one-step futures of every action.
@@ -29,7 +29,7 @@ class ImaginationEntropy(Curiosity):
 
     Every state of a batch is rolled out ``rollouts`` times for ``horizon`` steps in the learned
     forward model, all at once through :func:`~mbrl_lightning.imagination.imagine`, with the
-    noisy policy the caller passes (seed 004: the actor plus Gaussian noise, clamped). The
+    noisy policy the caller passes (the imagination-entropy design: the actor plus Gaussian noise, clamped). The
     entropy of a state is the standard deviation across its rollouts of the imagined terminal
     states, averaged over features; features are measured in units of the model's running
     observation scale, so one ``entropy_beta`` fits envs whose features differ in scale. The
@@ -39,7 +39,7 @@ class ImaginationEntropy(Curiosity):
     Both terms are scale-free already, so the module keeps no running reward scale
     (``running_scale = False``).
 
-    The forward model is the world model this module owns (default: seed 004's
+    The forward model is the world model this module owns (default: the imagination-entropy design's
     (observation + action) -> 256 -> 256 -> observation with a residual connection, here an
     :class:`MLPWorldModel` that predicts the change of state); :meth:`loss` trains it.
 
@@ -47,8 +47,8 @@ class ImaginationEntropy(Curiosity):
         observation_size: derived from the env.
         action_size: derived from the env.
         world_model: class called as ``world_model(observation_size, action_size)``; default MLP(256, 256).
-        rollouts: imagined rollouts per state (seed 004: 16).
-        horizon: imagined steps per rollout (seed 004: 1).
+        rollouts: imagined rollouts per state (the imagination-entropy design: 16).
+        horizon: imagined steps per rollout (the imagination-entropy design: 1).
         entropy_beta: scale of the entropy before squashing.
         curiosity_beta: scale of the forward-model error before squashing (0: no curiosity term).
         squash: ``tanh`` bounds each term to [0, 1); ``none`` keeps the scaled values.
@@ -135,7 +135,7 @@ class ImaginationEntropy(Curiosity):
 
 
 def seed_forward_model(observation_size: int, action_size: int) -> WorldModel:
-    """Seed 004's forward model: two hidden layers of 256 units, a residual (delta) output."""
+    """The imagination-entropy design's forward model: two hidden layers of 256 units, a residual (delta) output."""
     return MLPWorldModel(observation_size, action_size, hidden_sizes=(256, 256))
 
 
@@ -144,7 +144,7 @@ def discrete_imagination_entropy(predict: Predict, observation: torch.Tensor, nu
     """Spread of the one-step futures of every action, shape ``[batch]``.
 
     Each state is imagined one step ahead under each of the ``num_actions`` actions; the score
-    is the standard deviation across those predictions, averaged over their elements (seed 004:
+    is the standard deviation across those predictions, averaged over their elements (the imagination-entropy design:
     higher spread, higher motivation).
     """
     batch = observation.shape[0]
@@ -167,5 +167,5 @@ def action_spread(predictions: torch.Tensor) -> torch.Tensor:
 
 
 def squash(score: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
-    """``tanh(score / scale)``: a bonus in [0, 1) for non-negative scores, as seed 004 squashes them."""
+    """``tanh(score / scale)``: a bonus in [0, 1) for non-negative scores, as the imagination-entropy design squashes them."""
     return torch.tanh(score / scale)

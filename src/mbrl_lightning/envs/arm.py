@@ -1,4 +1,4 @@
-"""A planar two-link arm that reaches for a target (seed 001, slide 11), with its analytic model.
+"""A planar two-link arm that reaches for a target (MBRL tutorial, slide 11), with its analytic model.
 
 The same torch functions step the gymnasium env and serve planners as a known model, so planning
 with :class:`~mbrl_lightning.planners.KnownDynamics` on this env is exact.

@@ -240,7 +240,7 @@ class MinitaurBulletEnv(gym.Env):
 
 
 class GhostMinitaurBulletEnv(MinitaurBulletEnv):
-    """Seed 004's "Ghost Minitaur": motor angles ``pi * (0.2 a + 0.5)`` for actions ``a`` in [-1, 1].
+    """The imagination-entropy design's "Ghost Minitaur": motor angles ``pi * (0.2 a + 0.5)`` for actions ``a`` in [-1, 1].
 
     The leg model is off, so each action sets one motor's angle within +-36 degrees of the
     standing pose (pi / 2). Other arguments are those of :class:`MinitaurBulletEnv`.

@@ -13,7 +13,7 @@ def last_conv_attention(network: nn.Module, frames: torch.Tensor, conv: nn.Conv2
 
     The map is the mean absolute activation over the channels of the last convolution (or
     ``conv``), upsampled bilinearly to the input resolution and scaled to [0, 1] per frame: high
-    where the features the Q-values are computed from respond (seed 004's visualisation).
+    where the features the Q-values are computed from respond (the imagination-entropy design's visualisation).
     """
     conv = conv or getattr(network, "last_conv", None) or [m for m in network.modules() if isinstance(m, nn.Conv2d)][-1]
     captured: list[torch.Tensor] = []

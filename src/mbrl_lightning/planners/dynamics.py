@@ -34,7 +34,7 @@ class PlanningDynamics(ABC):
 
 
 class KnownDynamics(PlanningDynamics):
-    """An analytic model: the user's dynamics, reward and termination functions (seed 001's arm, drone).
+    """An analytic model: the user's dynamics, reward and termination functions (the MBRL tutorial's arm, drone).
 
     Args:
         dynamics_fn: ``(observation, action) -> next_observation`` on batched tensors.

@@ -1,4 +1,4 @@
-"""Monte-Carlo tree search over a model for discrete actions (seed 001, slide 5), all trees batched."""
+"""Monte-Carlo tree search over a model for discrete actions (MBRL tutorial, slide 5), all trees batched."""
 
 from __future__ import annotations
 

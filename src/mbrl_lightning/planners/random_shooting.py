@@ -1,4 +1,4 @@
-"""Random-shooting MPC (seed 001, slide 9): the best of many uniformly sampled action sequences."""
+"""Random-shooting MPC (MBRL tutorial, slide 9): the best of many uniformly sampled action sequences."""
 
 from __future__ import annotations
 

@@ -143,7 +143,7 @@ class WorldModel(DynamicsModel):
         """Named loss terms (keys starting with ``loss_``) on real transitions."""
 
     def member_errors(self, transitions: TensorDictBase) -> torch.Tensor:
-        """Per-member seed-003 loss (MSE of targets + BCE of termination), shape ``[members]``."""
+        """Per-member loss of the adaptive-imagination design (MSE of targets + BCE of termination), shape ``[members]``."""
         out = self.raw_output(self.model_inputs(transitions["observation"], transitions["action"]))
         targets = self.model_targets(transitions).unsqueeze(0)
         terminated = transitions["next", "terminated"].to(out.done_logit.dtype).unsqueeze(0).expand_as(out.done_logit)

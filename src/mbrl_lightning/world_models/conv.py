@@ -1,4 +1,4 @@
-"""A convolutional forward model of stacked frames (the Pacman model of seed 004)."""
+"""A convolutional forward model of stacked frames (the Pacman model of the imagination-entropy design)."""
 
 from __future__ import annotations
 

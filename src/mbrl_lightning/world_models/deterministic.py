@@ -1,4 +1,4 @@
-"""Deterministic world models: an MLP (seed 003's model) and its linear special case."""
+"""Deterministic world models: an MLP (the adaptive-imagination design's model) and its linear special case."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ class WorldModelLearner:
     held out, flagged in the replay buffer so the world model never trains on it (other learners
     still replay it) and copied to a small validation buffer; the rest updates the model's
     normalisers. After each collected batch :meth:`fit` takes ``updates_per_batch`` gradient steps
-    and measures the model: held-out loss, confidence ``exp(-val_loss)`` (seed 003) and the k-step
+    and measures the model: held-out loss, confidence ``exp(-val_loss)`` (the adaptive-imagination design) and the k-step
     open-loop errors on the newest trajectories.
 
     Args:

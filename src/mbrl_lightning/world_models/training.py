@@ -34,7 +34,7 @@ def world_model_step(
 
 @torch.no_grad()
 def validation_metrics(model: WorldModel, held_out: TensorDictBase) -> dict[str, float]:
-    """Held-out loss, confidence ``exp(-val_loss)`` (seed 003) and ensemble disagreement."""
+    """Held-out loss, confidence ``exp(-val_loss)`` (the adaptive-imagination design) and ensemble disagreement."""
     metrics = model.validate(held_out)
     out = {f"world_model/{key}": value.item() for key, value in metrics.items()}
     out["world_model/confidence"] = float(torch.exp(-metrics["val_loss"]))

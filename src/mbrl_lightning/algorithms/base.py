@@ -18,6 +18,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.data import ReplayBuffer, TensorSpec
 
 from mbrl_lightning.algorithms.rank_shards import OTHER_RANKS_KEY, gather_other_ranks, own_extras, use_own_loader_state
+from mbrl_lightning.algorithms.rng_state import capture_rng, restore_rng
 from mbrl_lightning.data import CollectorStream
 from mbrl_lightning.data.collector import COLLECTOR_KINDS, CollectorKind
 from mbrl_lightning.envs import EnvFactory
@@ -345,12 +346,7 @@ class RLModule(LightningModule, ABC):
             "evaluations": self.evaluations,
             "train_seconds": self.train_seconds,
             "seed": self.seed,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": _numpy_state_to_tensors(np.random.get_state()),
-                "python": random.getstate(),
-            },
+            "rng": capture_rng(),
             "buffers": {name: buffer.state_dict() for name, buffer in self.checkpointed_buffers().items()},
             "state": {name: part.state_dict() for name, part in self.checkpointed_state().items()},
             "mlflow_run_id": getattr(self.logger, "run_id", None),
@@ -398,21 +394,5 @@ class RLModule(LightningModule, ABC):
             checkpoint["state_dict"].update({k: v for k, v in own_buffers.items() if k in checkpoint["state_dict"]})
         if self._stream is not None:
             self._stream.load_state_dict(self._episodes_to_continue)
-        rng = extras["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(_numpy_state_from_tensors(rng["numpy"]))
-        random.setstate(rng["python"])
+        restore_rng(extras["rng"])
 
-
-def _numpy_state_to_tensors(state: tuple) -> tuple:
-    """numpy's RNG state with its key array as a tensor, so checkpoints load with ``weights_only``."""
-    name, keys, position, has_gauss, cached_gaussian = state
-    return name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian
-
-
-def _numpy_state_from_tensors(state: tuple) -> tuple:
-    """Inverse of :func:`_numpy_state_to_tensors`."""
-    name, keys, position, has_gauss, cached_gaussian = state
-    return name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian

@@ -101,10 +101,10 @@ def test_a_server_that_goes_away_mid_run_loses_no_metric_and_training_goes_on(te
     fit = subprocess.Popen(command, env={**subprocess_env, "MLFLOW_TRACKING_URI": uri},
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: list(Path("checkpoints").rglob("last.ckpt")), 240, fit, "first checkpoint")
+        _wait_for(lambda: list(Path("checkpoints").rglob("last.ckpt")), 600, fit, "first checkpoint")
         stop_process_group(server.pid)
         spooled = lambda: list(Path("mlruns/offline").rglob("operations.jsonl"))  # noqa: E731
-        _wait_for(lambda: spooled() and "log_artifact" in spooled()[0].read_text(), 240, fit, "checkpoint while away")
+        _wait_for(lambda: spooled() and "log_artifact" in spooled()[0].read_text(), 600, fit, "checkpoint while away")
         server = start_mlflow(team.database_url("mlflow"), team.artifacts, port, log)
         _wait_for(lambda: not spooled(), 120, fit, "upload of the kept calls")
         fit.send_signal(signal.SIGTERM)

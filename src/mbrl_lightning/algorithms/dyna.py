@@ -29,7 +29,8 @@ class Dyna(ModelBased):
     imagined: ImaginedReplay
 
     def attach_imagined_replay(self, imagined: ImaginedReplay) -> None:
-        """Use ``imagined`` for the imagined transitions."""
+        """Use ``imagined`` for the imagined transitions, its termination rule resolved for this env."""
+        imagined.bind_env(self.env)
         self.imagined = imagined
 
     @property
@@ -50,7 +51,7 @@ class Dyna(ModelBased):
         metrics = self.learn_model(batch)
         if self.imagined.due(self.confidence):
             metrics.update(self.imagined.imagine(self.world_model, self.imagination_policy, self.replay_buffer,
-                                                 self.device, self.confidence))
+                                                 self.device, self.confidence, self.frames))
         return metrics
 
     def replay_batches(self, count: int) -> Iterator[TensorDictBase]:

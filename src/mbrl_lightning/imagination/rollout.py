@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from mbrl_lightning.imagination.termination import TerminationFunction
 from mbrl_lightning.imagination.trajectory_sampling import Propagation, TrajectorySampler
 from mbrl_lightning.world_models import WorldModel
 
@@ -20,6 +21,7 @@ def imagine(
     propagation: Propagation = "random_member",
     sample_noise: bool = False,
     done_threshold: float = 0.5,
+    termination: TerminationFunction | None = None,
 ) -> TensorDictBase:
     """Roll ``policy`` forward ``horizon`` steps in ``world_model`` from real start states.
 
@@ -38,6 +40,8 @@ def imagine(
             trajectory (TS-inf), ``mean`` averages the elites.
         sample_noise: sample next states from the predicted Gaussians (probabilistic models; not under ``mean``).
         done_threshold: predicted termination probability above which a trajectory ends.
+        termination: the env's own rule ``(observation, action, next_observation) -> terminated``,
+            used instead of the model's predicted termination when given.
 
     Returns:
         A TensorDict ``[n, horizon]``.
@@ -56,7 +60,10 @@ def imagine(
         next_observation, reward, done_probability = (
             prediction.next_observation, prediction.reward, prediction.done_probability
         )
-        terminated = done_probability > done_threshold
+        if termination is None:
+            terminated = done_probability > done_threshold
+        else:
+            terminated = termination(observation, acted["action"], next_observation)
         truncated = torch.full_like(terminated, t == horizon - 1) & ~terminated
         # Everything the policy wrote (e.g. log-probabilities for on-policy learners) is kept.
         step = acted.update(

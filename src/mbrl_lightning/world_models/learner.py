@@ -13,6 +13,7 @@ from mbrl_lightning.data import make_replay_buffer
 from mbrl_lightning.errors import ConfigurationError, require
 from mbrl_lightning.world_models.contract import DynamicsModel
 from mbrl_lightning.world_models.deterministic import MLPWorldModel
+from mbrl_lightning.world_models.early_stopping import train_until_converged
 from mbrl_lightning.world_models.training import (
     VALIDATION_KEY,
     k_step_errors,
@@ -22,6 +23,8 @@ from mbrl_lightning.world_models.training import (
 )
 
 WorldModelFactory = Callable[[int, int], DynamicsModel]
+# What a vector world model trains on (the replay buffer holds more: held-out flags, done).
+MODEL_KEYS = ("observation", "action", ("next", "observation"), ("next", "reward"), ("next", "terminated"))
 
 
 class WorldModelLearner:
@@ -49,6 +52,12 @@ class WorldModelLearner:
         k_step_horizon: longest horizon of the k-step error diagnostics (0: none; vector models only).
         buffer_size: capacity of the learner's own replay buffer, used unless the algorithm shares its
             own through :meth:`learn_from`.
+        early_stopping_patience: when set, each :meth:`train` runs epochs over every training
+            transition instead of ``updates_per_batch`` steps, until no ensemble member's held-out
+            error improved (by more than ``min_improvement``, relative) for more than this many
+            epochs; each member ends with its best weights (MBPO's model training, patience 5).
+        max_epochs: the most epochs of one such training (None: until the held-out error stops improving).
+        min_improvement: relative held-out improvement that counts for ``early_stopping_patience``.
     """
 
     def __init__(
@@ -64,6 +73,9 @@ class WorldModelLearner:
         validation_size: int = 2_000,
         k_step_horizon: int = 10,
         buffer_size: int = 100_000,
+        early_stopping_patience: int | None = None,
+        max_epochs: int | None = None,
+        min_improvement: float = 0.01,
     ) -> None:
         if not 0.0 <= validation_fraction < 1.0:
             raise ConfigurationError(
@@ -74,6 +86,13 @@ class WorldModelLearner:
         require(batch_size >= 1, "model.model_learning.batch_size", batch_size, "must be a positive integer")
         require(updates_per_batch >= 0, "model.model_learning.updates_per_batch", updates_per_batch,
                 "must be zero or positive")
+        if early_stopping_patience is not None:
+            require(early_stopping_patience >= 0, "model.model_learning.early_stopping_patience",
+                    early_stopping_patience, "must be zero or positive (or null: fixed updates_per_batch steps)")
+            require(validation_fraction > 0, "model.model_learning.validation_fraction", validation_fraction,
+                    "must be positive with early_stopping_patience (early stopping reads the held-out share)")
+        require(max_epochs is None or max_epochs >= 1, "model.model_learning.max_epochs", max_epochs,
+                "must be a positive integer or null")
         self.world_model = (world_model or MLPWorldModel)(observation_size, action_size)
         self.lr = lr
         self.weight_decay = weight_decay
@@ -83,6 +102,9 @@ class WorldModelLearner:
         self.updates_per_batch = updates_per_batch
         self.validation_fraction = validation_fraction
         self.k_step_horizon = k_step_horizon
+        self.early_stopping_patience = early_stopping_patience
+        self.max_epochs = max_epochs
+        self.min_improvement = min_improvement
         self.confidence = 0.0
         self.k_step_curve: torch.Tensor | None = None
 
@@ -114,8 +136,17 @@ class WorldModelLearner:
         self.world_model.observe(transitions[~transitions[VALIDATION_KEY]].to(self.device))
 
     def train(self, optimize: Callable[[torch.Tensor], None]) -> dict[str, float]:
-        """``updates_per_batch`` gradient steps on the training share of the buffer."""
+        """``updates_per_batch`` gradient steps on the training share of the buffer (or epochs with early stopping)."""
         device = self.device
+        if self.early_stopping_patience is not None and len(self.validation_buffer):
+            stored = self.replay_buffer[:]
+            training = stored[~stored[VALIDATION_KEY]].select(*MODEL_KEYS).to(device)
+            # The even held-out rows pick the kept weights, as they pick the elites in ``validate``; the
+            # odd rows stay unseen by every choice, so the measured loss is not biased low.
+            held_out = self.validation_buffer[:].to(device)
+            held_out = held_out[0::2] if held_out.shape[0] >= 2 else held_out
+            return train_until_converged(self.world_model, training, held_out, self.batch_size, optimize,
+                                         self.early_stopping_patience, self.max_epochs, self.min_improvement)
         metrics: dict[str, float] = {}
         for _ in range(self.updates_per_batch):
             metrics = world_model_step(self.world_model, self.replay_buffer.sample(self.batch_size).to(device), optimize)

@@ -80,7 +80,8 @@ def test_gaussian_noise_anneals_by_frames() -> None:
 
 def test_ou_noise_is_correlated_in_time_and_restarts_with_episodes() -> None:
     seed_everything(0)
-    model = _task_model(DDPG, exploration="ou", noise_init=1.0, noise_end=1.0, ou_sigma=1.0, ou_theta=0.15)
+    model = _task_model(DDPG, exploration="ou", noise_init=1.0, noise_end=1.0, ou_sigma=1.0, ou_theta=0.15,
+                        warmup="policy")  # the noise itself, not the uniform warm-up
     env = model.env.make(num_envs=1, seed=0)
     assert "is_init" in env.observation_spec.keys()
     with torch.no_grad():

@@ -112,8 +112,8 @@ def _mbppo() -> RLModule:
 def _actor_critic_args() -> dict:
     return dict(
         actor_net=_net((32,)), critic_net=_net((32,)), actor_lr=1e-3, critic_lr=1e-3, gamma=0.98, tau=0.01,
-        batch_size=32, buffer_size=1_000, replay_storage="memory", learning_starts=64, updates_per_batch=4,
-        exploration="gaussian", noise_init=0.3, noise_end=0.05, noise_anneal_frames=500, max_grad_norm=None,
+        batch_size=32, buffer_size=1_000, replay_storage="memory", learning_starts=64, warmup="policy",
+        updates_per_batch=4, update_to_data=None, exploration="gaussian", noise_init=0.3, noise_end=0.05, noise_anneal_frames=500, max_grad_norm=None,
         total_frames=160, frames_per_batch=32, eval_every_frames=160, collector="lean", **EVAL,
     )
 

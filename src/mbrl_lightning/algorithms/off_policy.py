@@ -18,6 +18,7 @@ from mbrl_lightning.algorithms.actor_critic import is_discrete
 from mbrl_lightning.algorithms.base import Metrics
 from mbrl_lightning.algorithms.replay_learner import ReplayLearner
 from mbrl_lightning.algorithms.soft_update import ForeachSoftUpdate
+from mbrl_lightning.algorithms.uniform_warmup import UniformWarmup
 from mbrl_lightning.data import TRANSITION_KEYS
 from mbrl_lightning.data.replay import StorageKind
 from mbrl_lightning.envs import EnvFactory
@@ -26,6 +27,7 @@ from mbrl_lightning.nets import MLP
 
 NetFactory = Callable[[int, int], nn.Module]
 Exploration = Literal["gaussian", "ou"]
+Warmup = Literal["uniform", "policy"]
 
 
 def _default_net(in_features: int, out_features: int) -> nn.Module:
@@ -59,7 +61,12 @@ class OffPolicyActorCritic(ReplayLearner):
         buffer_size: replay-buffer capacity in transitions.
         replay_storage: ``memory`` (RAM) or ``memmap`` (memory-mapped files).
         learning_starts: frames collected before the first gradient step.
-        updates_per_batch: gradient steps after each collected batch.
+        warmup: what acts until ``learning_starts`` transitions are stored: ``uniform`` (uniformly
+            random actions inside the action box, as Stable-Baselines3 and the TD3 and SAC papers
+            do) or ``policy`` (the untrained actor and its exploration, the imagination-entropy design's).
+        updates_per_batch: gradient steps after each collected batch (when ``update_to_data`` is None).
+        update_to_data: gradient steps per collected frame (the update-to-data ratio); replaces
+            ``updates_per_batch`` when set. A fractional remainder carries over to the next batch.
         actor_update_interval: critic gradient steps per actor step (TD3's policy delay).
         exploration: ``gaussian`` (independent noise) or ``ou`` (Ornstein-Uhlenbeck, temporally correlated).
         noise_init: noise scale at the start (Gaussian sigma, or the OU process's scale factor).
@@ -84,7 +91,9 @@ class OffPolicyActorCritic(ReplayLearner):
         buffer_size: int = 200_000,
         replay_storage: StorageKind = "memory",
         learning_starts: int = 1_000,
+        warmup: Warmup = "uniform",
         updates_per_batch: int = 64,
+        update_to_data: float | None = None,
         actor_update_interval: int = 1,
         exploration: Exploration = "gaussian",
         noise_init: float = 0.3,
@@ -95,6 +104,12 @@ class OffPolicyActorCritic(ReplayLearner):
         max_grad_norm: float | None = None,
         **kwargs: Any,
     ) -> None:
+        if warmup not in ("uniform", "policy"):
+            raise ConfigurationError(f"model.warmup={warmup!r}: allowed values are 'uniform', 'policy'.")
+        if update_to_data is not None and not update_to_data > 0:
+            raise ConfigurationError(
+                f"model.update_to_data={update_to_data}: must be a positive number of gradient steps per frame, or null."
+            )
         if exploration not in ("gaussian", "ou"):
             raise ConfigurationError(f"model.exploration={exploration!r}: allowed values are 'gaussian', 'ou'.")
         if exploration == "ou":
@@ -122,6 +137,9 @@ class OffPolicyActorCritic(ReplayLearner):
         self.gamma = gamma
         self.actor_update_interval = actor_update_interval
         self.max_grad_norm = max_grad_norm
+        self.update_to_data = update_to_data
+        # Gradient steps owed by the update-to-data ratio but not yet taken (a fraction of one).
+        self.update_credit = 0.0
         self.gradient_steps = 0
 
         observation_size = int(self.observation_spec.shape[-1])
@@ -135,6 +153,10 @@ class OffPolicyActorCritic(ReplayLearner):
                                                  ou_theta, ou_sigma)
         self._exploration_policy = (
             self.actor if self.exploration is None else TensorDictSequential(self.actor, self.exploration)
+        )
+        self.warmup_policy = (
+            UniformWarmup(self._exploration_policy, self.action_spec, warming_up=learning_starts > 0)
+            if warmup == "uniform" else None
         )
 
         self.loss_module = self.make_loss()
@@ -181,8 +203,8 @@ class OffPolicyActorCritic(ReplayLearner):
     # ----------------------------------------------------------------- policies
     @property
     def exploration_policy(self) -> TensorDictModuleBase:
-        """The actor followed by the annealed exploration noise."""
-        return self._exploration_policy
+        """The actor followed by the annealed exploration noise (uniform actions during a ``uniform`` warm-up)."""
+        return self._exploration_policy if self.warmup_policy is None else self.warmup_policy
 
     @property
     def eval_policy(self) -> TensorDictModuleBase:
@@ -212,12 +234,29 @@ class OffPolicyActorCritic(ReplayLearner):
         """The current exploration-noise scale."""
         return {"train/noise_scale": self.noise_scale}
 
+    def update(self, batch: TensorDictBase) -> Metrics:
+        """The replay learner's update; after it, the warm-up ends once ``learning_starts`` transitions are stored."""
+        metrics = super().update(batch)
+        if self.warmup_policy is not None:
+            self.warmup_policy.warming_up.fill_(len(self.replay_buffer) < self.learning_starts)
+        return metrics
+
+    def updates_due(self, frames: int) -> int:
+        """``updates_per_batch``, or ``update_to_data`` steps per new frame (the remainder carried over)."""
+        if self.update_to_data is None:
+            return self.updates_per_batch
+        self.update_credit += self.update_to_data * frames
+        steps = int(self.update_credit)
+        self.update_credit -= steps
+        return steps
+
     def replay_batches(self, count: int) -> Iterator[TensorDictBase]:
         """``count`` batches of ``batch_size`` transitions, drawn in one replay-buffer call."""
         # Uniform with replacement, as per-step calls would be; the replay buffer's per-call overhead
         # is paid once per collected batch.
         sample = self.replay_buffer.sample(count * self.batch_size).select(*TRANSITION_KEYS)
-        yield from sample.reshape(count, self.batch_size).to(self.device).unbind(0)
+        if count:
+            yield from sample.reshape(count, self.batch_size).to(self.device).unbind(0)
 
     def gradient_update(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
         """A critic step and, every ``actor_update_interval`` steps, an actor step and a target update."""
@@ -252,8 +291,10 @@ class OffPolicyActorCritic(ReplayLearner):
         """Also keep the gradient-step counter, so delayed actor steps stay on the same steps after resume."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["mbrl"]["gradient_steps"] = self.gradient_steps
+        checkpoint["mbrl"]["update_credit"] = self.update_credit
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the base extras and the gradient-step counter."""
         super().on_load_checkpoint(checkpoint)
         self.gradient_steps = checkpoint["mbrl"]["gradient_steps"]
+        self.update_credit = checkpoint["mbrl"].get("update_credit", 0.0)

@@ -67,6 +67,10 @@ class ReplayLearner(RLModule):
         for _ in range(count):
             yield self.replay_buffer.sample(self.batch_size).to(self.device)
 
+    def updates_due(self, frames: int) -> int:
+        """Gradient steps to take after a batch of ``frames`` new frames: ``updates_per_batch`` here."""
+        return self.updates_per_batch
+
     def train_batch(self, sample: TensorDictBase) -> tuple[TensorDictBase, Metrics]:
         """One step's transitions as the loss sees them (changed by subclasses), and metrics about them."""
         return sample, {}
@@ -76,7 +80,7 @@ class ReplayLearner(RLModule):
         """One gradient step on ``sample``; returns its detached loss terms, keyed by metric name."""
 
     def update(self, batch: TensorDictBase) -> Metrics:
-        """Store the batch, anneal exploration, then take ``updates_per_batch`` gradient steps."""
+        """Store the batch, anneal exploration, then take :meth:`updates_due` gradient steps."""
         self.store(batch)
         if self.exploration is not None:
             self.exploration.step(batch.numel())
@@ -86,7 +90,7 @@ class ReplayLearner(RLModule):
         metrics.update(self.before_updates(batch))
         losses: dict[str, list[torch.Tensor]] = {}
         sample_metrics: dict[str, list[float]] = {}
-        for sample in self.replay_batches(self.updates_per_batch):
+        for sample in self.replay_batches(self.updates_due(batch.numel())):
             sample, about = self.train_batch(sample)
             for key, value in self.gradient_update(sample).items():
                 losses.setdefault(key, []).append(value)

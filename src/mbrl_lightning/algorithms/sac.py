@@ -1,0 +1,156 @@
+"""Soft actor-critic (Haarnoja et al. 2018) with TorchRL's SACLoss: twin critics, learnt entropy temperature."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictModuleBase
+from torch import nn
+from torchrl.modules import ProbabilisticActor, TanhNormal
+from torchrl.objectives import LossModule, SACLoss
+
+from mbrl_lightning.algorithms.off_policy import NetFactory, OffPolicyActorCritic
+from mbrl_lightning.envs import EnvFactory
+from mbrl_lightning.errors import require
+from mbrl_lightning.nets import MLP
+
+
+def _sac_net(in_features: int, out_features: int) -> nn.Module:
+    """Stable-Baselines3's SAC bodies: two hidden layers of 256 units."""
+    return MLP(in_features, out_features, hidden_sizes=(256, 256))
+
+
+class SAC(OffPolicyActorCritic):
+    """SAC: a tanh-Gaussian actor that maximises Q plus entropy, twin critics, an entropy temperature that adapts.
+
+    The actor's sampling is the exploration (no added noise). Every gradient step regresses both
+    critics to the soft TD target (the smaller target-critic value of a sampled next action, minus
+    ``alpha`` times its log-probability), steps the actor on ``alpha * log pi - min Q`` through
+    detached critics, moves the target critics by ``tau`` and, unless ``fixed_alpha``, steps
+    ``log alpha`` with its own Adam on TorchRL's temperature loss, which drives the policy's
+    entropy towards ``target_entropy`` (``auto``: minus the number of action dimensions).
+    Defaults are Stable-Baselines3's SAC defaults (lr 3e-4 for all three, batch 256, tau 0.005,
+    gamma 0.99, 256-256 nets, one gradient step per frame), with the SAC paper's 10,000
+    uniformly random warm-up frames.
+
+    Args:
+        env: the environment factory (continuous actions).
+        actor_net: class called as ``actor_net(observation_size, 2 * action_size)`` (loc and scale); default MLP(256, 256).
+        critic_net: class called as ``critic_net(observation_size + action_size, 1)``; default MLP(256, 256).
+        num_critics: critic copies whose minimum forms the target.
+        alpha_init: initial entropy temperature.
+        alpha_lr: Adam learning rate of ``log alpha``.
+        fixed_alpha: keep the temperature at ``alpha_init``.
+        target_entropy: the entropy the temperature steers towards; ``auto`` is ``-dim(action)``.
+        loss_function: TD-error loss, ``l2`` or ``smooth_l1`` (Huber).
+        **kwargs: settings of :class:`OffPolicyActorCritic` and :class:`RLModule`.
+    """
+
+    def __init__(
+        self,
+        env: EnvFactory,
+        actor_net: NetFactory | None = None,
+        critic_net: NetFactory | None = None,
+        num_critics: int = 2,
+        alpha_init: float = 1.0,
+        alpha_lr: float = 3e-4,
+        fixed_alpha: bool = False,
+        target_entropy: float | Literal["auto"] = "auto",
+        loss_function: Literal["l2", "smooth_l1"] = "l2",
+        actor_lr: float = 3e-4,
+        critic_lr: float = 3e-4,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        batch_size: int = 256,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 10_000,
+        update_to_data: float | None = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        require(num_critics >= 1, "model.num_critics", num_critics, "must be a positive integer")
+        require(alpha_init > 0, "model.alpha_init", alpha_init, "must be positive")
+        require(alpha_lr > 0, "model.alpha_lr", alpha_lr, "must be positive")
+        require(target_entropy == "auto" or isinstance(target_entropy, (int, float)), "model.target_entropy",
+                target_entropy, "must be 'auto' or a number")
+        require(loss_function in ("l2", "smooth_l1"), "model.loss_function", loss_function,
+                "allowed values are 'l2', 'smooth_l1'")
+        self.num_critics = num_critics
+        self.alpha_init = alpha_init
+        self.alpha_lr = alpha_lr
+        self.fixed_alpha = fixed_alpha
+        self.target_entropy = target_entropy
+        self.loss_function = loss_function
+        # The log-probabilities of the last actor step's actions, which the temperature step reads.
+        self._log_prob: torch.Tensor | None = None
+        super().__init__(
+            env=env, actor_net=actor_net or _sac_net, critic_net=critic_net or _sac_net, actor_lr=actor_lr,
+            critic_lr=critic_lr, gamma=gamma, tau=tau, batch_size=batch_size, buffer_size=buffer_size,
+            learning_starts=learning_starts, update_to_data=update_to_data, **kwargs,
+        )
+        # SACLoss registers its target-entropy buffer on first use; registering it now keeps the
+        # state dict the same before and after training, so a checkpoint loads into a fresh module.
+        _ = self.loss_module.target_entropy
+
+    def make_actor(self, actor_net: NetFactory, observation_size: int, action_size: int) -> TensorDictModuleBase:
+        """A tanh-Gaussian over the action box: the net gives loc and (softplus-mapped) scale."""
+        body = nn.Sequential(actor_net(observation_size, 2 * action_size), NormalParamExtractor())
+        return ProbabilisticActor(
+            TensorDictModule(body, ["observation"], ["loc", "scale"]), in_keys=["loc", "scale"], spec=self.action_spec,
+            distribution_class=TanhNormal,
+            distribution_kwargs={"low": self.action_spec.space.low, "high": self.action_spec.space.high},
+        )
+
+    def make_exploration(self, *settings: object) -> None:
+        """None: the actor explores by sampling."""
+        return None
+
+    def make_loss(self) -> LossModule:
+        """TorchRL's SACLoss (version 2: no state-value net) with target critics, vmapped over the critic copies."""
+        return SACLoss(
+            self.actor, self.critic, num_qvalue_nets=self.num_critics, loss_function=self.loss_function,
+            alpha_init=self.alpha_init, fixed_alpha=self.fixed_alpha, target_entropy=self.target_entropy,
+            action_spec=self.action_spec, delay_qvalue=True,
+        )
+
+    def critic_loss(self, sample: TensorDictBase) -> torch.Tensor:
+        """SACLoss's regression of every critic to the soft TD target."""
+        return self.loss_module.qvalue_v2_loss(sample)[0]
+
+    def actor_loss(self, sample: TensorDictBase) -> torch.Tensor:
+        """SACLoss's ``alpha * log pi - min Q`` of reparameterised actions; keeps their log-probabilities."""
+        loss, metadata = self.loss_module.actor_loss(sample)
+        self._log_prob = metadata["log_prob"]
+        return loss
+
+    def critic_parameters(self) -> TensorDictBase:
+        """The stacked parameters of all critics inside the loss."""
+        return self.loss_module.qvalue_network_params
+
+    @property
+    def alpha(self) -> float:
+        """The current entropy temperature."""
+        return float(self.loss_module.log_alpha.detach().exp())
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Adam for the actor and the critics, and (unless fixed) Adam for ``log alpha``."""
+        optimizers = super().configure_optimizers()
+        if not self.fixed_alpha:
+            optimizers.append(torch.optim.Adam([self.loss_module.log_alpha], lr=self.alpha_lr, fused=True))
+        return optimizers
+
+    def gradient_update(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
+        """The base's critic, actor and target steps, then a temperature step on the actor's log-probabilities."""
+        losses = super().gradient_update(sample)
+        if "loss/actor" not in losses:  # a critic-only step (actor_update_interval > 1)
+            return losses
+        if not self.fixed_alpha:
+            # Like Stable-Baselines3, this step's critic target and actor loss used the temperature
+            # from before it.
+            alpha_loss = self.loss_module.alpha_loss(self._log_prob).mean()
+            self.gradient_step(2)(alpha_loss)
+            losses["loss/alpha"] = alpha_loss.detach()
+        losses["train/alpha"] = self.loss_module.log_alpha.detach().exp()
+        losses["train/entropy"] = -self._log_prob.mean()
+        return losses

@@ -188,23 +188,26 @@ def test_mbpo_retrains_on_schedule_mixes_batches_and_learns() -> None:
 SMALL_PENDULUM = (
     "--model.frames_per_batch", "50", "--model.learning_starts", "100", "--model.update_to_data", "0.2",
     "--model.model_train_every_frames", "100", "--model.imagined.starts", "200", "--model.imagined.rollout_schedule",
-    "[100, 300, 1, 3]", "--model.model_learning.init_args.max_epochs", "2",
+    "[100, 200, 1, 2]", "--model.imagined.retain_rollouts", "2", "--model.model_learning.init_args.max_epochs", "2",
     "--model.model_learning.init_args.world_model.init_args.hidden_sizes", "[16]",
     "--model.actor_net.init_args.hidden_sizes", "[32]", "--model.critic_net.init_args.hidden_sizes", "[32]",
-    "--model.eval_every_frames", "0", "--checkpoint.every_n_frames", "200", "--seed_everything", "3",
+    "--model.eval_every_frames", "0", "--checkpoint.every_n_frames", "100", "--seed_everything", "3",
 )
 
 
 def test_a_resumed_mbpo_run_continues_exactly() -> None:
-    whole = run_fit(*fit_args("pendulum_mbpo.yaml", *SMALL_PENDULUM, "--model.total_frames", "400",
+    whole = run_fit(*fit_args("pendulum_mbpo.yaml", *SMALL_PENDULUM, "--model.total_frames", "500",
                               "--experiment_name", "whole"))
-    half = run_fit(*fit_args("pendulum_mbpo.yaml", *SMALL_PENDULUM, "--model.total_frames", "200",
+    half = run_fit(*fit_args("pendulum_mbpo.yaml", *SMALL_PENDULUM, "--model.total_frames", "300",
                              "--experiment_name", "halves"))
-    assert half.model.imagined.last_horizon == 2 and half.model.model_trained_at == 200
-    resumed = run_fit(*fit_args("pendulum_mbpo.yaml", *SMALL_PENDULUM, "--model.total_frames", "400",
+    # Cut where the model buffer has grown past its first capacity and wrapped around.
+    assert half.model.imagined.last_horizon == 2 and half.model.model_trained_at == 300
+    assert len(half.model.imagined.buffer) == half.model.imagined.buffer.storage.max_size == 2 * 200 * 2
+    assert half.model.imagined.frames > 2 * 200 * 2
+    resumed = run_fit(*fit_args("pendulum_mbpo.yaml", *SMALL_PENDULUM, "--model.total_frames", "500",
                                 "--experiment_name", "halves", "--ckpt_path", str(half.frame_checkpoint.last_path)))
     expected, got = whole.model, resumed.model
-    assert got.model_trained_at == expected.model_trained_at == 400
+    assert got.model_trained_at == expected.model_trained_at == 500
     assert got.imagined.state_dict() == expected.imagined.state_dict()
     for name, value in got.state_dict().items():  # SAC, ensemble (elites, normalisers included)
         torch.testing.assert_close(value, expected.state_dict()[name], rtol=0, atol=0, msg=name)

@@ -19,7 +19,6 @@ in the same process; listing both twice interleaves them, so a change of machine
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import json
 import logging
@@ -30,6 +29,7 @@ import sys
 import time
 
 import torch
+from json_lines import stdout_to_stderr
 from lightning.pytorch import Trainer, seed_everything
 
 from mbrl_lightning.algorithms import DDPG, SAC, TD3
@@ -118,8 +118,8 @@ def main() -> None:
     torch.set_num_threads(1)
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # its handler writes to stdout
     for name in args.algorithms:
-        # Python-side output goes to stderr (pybullet still prints "argv[0]=" lines from C to stdout).
-        with contextlib.redirect_stdout(sys.stderr):
+        # Library output goes to stderr, pybullet's C-level "argv[0]=" lines included.
+        with stdout_to_stderr():
             if name == "sb3_sac":
                 record = measure_sb3_sac(args.env, args.learning_starts, args.batches)
             else:

@@ -1,19 +1,24 @@
-"""Cost of DDPG/TD3 gradient steps inside a real fit, one thread; one JSON line per algorithm.
+"""Cost of DDPG/TD3/SAC gradient steps inside a real fit, one thread; one JSON line per algorithm.
 
     python benchmarks/gradient_step.py                                   # DDPG and TD3 on HalfCheetahBullet
     python benchmarks/gradient_step.py --algorithms ddpg --profile 30    # plus cProfile of one update
+    python benchmarks/gradient_step.py --algorithms sac sb3_sac sac sb3_sac   # SAC against SB3's, side by side
 
 Each run collects ``--learning_starts`` frames, then ``--batches`` batches of 64 frames, each
 followed by 64 gradient steps (the defaults of ``conf/half_cheetah.yaml``: 256-128 MLPs, batch 64).
 The record holds the median CPU and wall milliseconds per gradient step over the learning batches
 (the first one, which warms up, left out), training frames per CPU-second (collection and
 learning, one gradient step per frame) and the load average, since other jobs may share the cores.
+
+``sac`` has the settings of ``conf/half_cheetah_sac.yaml`` (400-300 nets, batch 256) and
+``sb3_sac`` is Stable-Baselines3's SAC with the same rl-baselines3-zoo settings (``sb3_peer.py``:
+gSDE, 8 steps after every 8 frames), timed the same way over the same number of learning frames
+in the same process; listing both twice interleaves them, so a change of machine load hits both.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import json
 import logging
@@ -24,12 +29,18 @@ import sys
 import time
 
 import torch
+from json_lines import stdout_to_stderr
 from lightning.pytorch import Trainer, seed_everything
 
-from mbrl_lightning.algorithms import DDPG, TD3
+from mbrl_lightning.algorithms import DDPG, SAC, TD3
 from mbrl_lightning.envs import EnvFactory
+from mbrl_lightning.nets import MLP
 
-ALGORITHMS = {"ddpg": DDPG, "td3": TD3}
+ALGORITHMS = {"ddpg": DDPG, "td3": TD3, "sac": SAC}
+# conf/half_cheetah_sac.yaml's settings (the zoo's), so that sac and sb3_sac do the same work.
+SAC_SETTINGS = {"actor_net": lambda i, o: MLP(i, o, hidden_sizes=(400, 300)),
+                "critic_net": lambda i, o: MLP(i, o, hidden_sizes=(400, 300)), "batch_size": 256, "gamma": 0.98,
+                "tau": 0.02, "actor_lr": 7.3e-4, "critic_lr": 7.3e-4, "alpha_lr": 7.3e-4, "buffer_size": 300_000}
 FRAMES_PER_BATCH = 64
 
 
@@ -39,7 +50,7 @@ def measure(name: str, env_id: str, learning_starts: int, batches: int, profile_
     model = ALGORITHMS[name](
         EnvFactory(env_id, num_envs=1), learning_starts=learning_starts, frames_per_batch=FRAMES_PER_BATCH,
         updates_per_batch=FRAMES_PER_BATCH, total_frames=learning_starts + FRAMES_PER_BATCH * batches,
-        eval_every_frames=0,
+        eval_every_frames=0, **(SAC_SETTINGS if name == "sac" else {}),
     )
     cpu: list[float] = []
     wall: list[float] = []
@@ -76,10 +87,29 @@ def measure(name: str, env_id: str, learning_starts: int, batches: int, profile_
     }
 
 
+def measure_sb3_sac(env_id: str, learning_starts: int, batches: int) -> dict:
+    """SB3's SAC with the zoo's settings: CPU time of ``batches * 64`` learning frames (8 steps per 8 frames)."""
+    from sb3_peer import make_sac
+
+    model = make_sac(env_id, seed=0)
+    model.learning_starts = learning_starts
+    model.learn(learning_starts + FRAMES_PER_BATCH)  # the warm-up and a first learning batch, untimed
+    frames = FRAMES_PER_BATCH * (batches - 1)
+    started_cpu, started_wall = time.process_time(), time.perf_counter()
+    model.learn(frames, reset_num_timesteps=False)
+    cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started_wall
+    return {
+        "algorithm": "sb3_sac", "env": env_id, "batch_size": model.batch_size,
+        "cpu_ms_per_gradient_step": round(cpu / frames * 1e3, 2), "wall_ms_per_gradient_step": round(wall / frames * 1e3, 2),
+        "train_frames_per_cpu_second": round(frames / cpu, 1), "learning_batches": batches,
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+
+
 def main() -> None:
     """Measure each algorithm and print one JSON line each."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algorithms", nargs="+", choices=sorted(ALGORITHMS), default=["ddpg", "td3"])
+    parser.add_argument("--algorithms", nargs="+", choices=[*sorted(ALGORITHMS), "sb3_sac"], default=["ddpg", "td3"])
     parser.add_argument("--env", default="HalfCheetahBulletEnv-v0")
     parser.add_argument("--learning_starts", type=int, default=1024)
     parser.add_argument("--batches", type=int, default=12, help="learning batches of 64 frames and 64 steps")
@@ -88,9 +118,12 @@ def main() -> None:
     torch.set_num_threads(1)
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # its handler writes to stdout
     for name in args.algorithms:
-        # Python-side output goes to stderr (pybullet still prints "argv[0]=" lines from C to stdout).
-        with contextlib.redirect_stdout(sys.stderr):
-            record = measure(name, args.env, args.learning_starts, args.batches, args.profile)
+        # Library output goes to stderr, pybullet's C-level "argv[0]=" lines included.
+        with stdout_to_stderr():
+            if name == "sb3_sac":
+                record = measure_sb3_sac(args.env, args.learning_starts, args.batches)
+            else:
+                record = measure(name, args.env, args.learning_starts, args.batches, args.profile)
         print(json.dumps(record), flush=True)
 
 

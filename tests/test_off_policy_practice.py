@@ -69,3 +69,22 @@ def test_the_update_to_data_ratio_sets_the_gradient_steps_and_carries_its_fracti
 def test_bad_practice_settings_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match=f"model.{key}"):
         _pendulum_ddpg(**{key: value})
+
+
+def test_observation_statistics_standardise_both_networks_and_travel_in_the_state_dict() -> None:
+    seed_everything(0)
+    model = _pendulum_ddpg(observation_norm=True, learning_starts=100, total_frames=200)
+    _fit(model)
+    normalizer = model.observation_normalizer
+    observations = model.replay_buffer[:200]["observation"]
+    assert int(normalizer.count) == 200
+    torch.testing.assert_close(normalizer.mean.float(), observations.mean(0), atol=1e-4, rtol=0)
+    # Both networks read (observation - mean) / std; the critics inside the loss share the statistics.
+    actor_body = model.actor.module[0].module
+    torch.testing.assert_close(actor_body(observations[:5]), actor_body.net((observations[:5] - observations.mean(0))
+                                                                            / observations.std(0)), atol=1e-3, rtol=0)
+    assert model.loss_module.value_network.module.normalizer is normalizer
+    fresh = _pendulum_ddpg(observation_norm=True, learning_starts=100, total_frames=200)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.observation_normalizer.m2, normalizer.m2)
+    assert "observation_normalizer.mean" not in _pendulum_ddpg().state_dict()

@@ -24,6 +24,8 @@ from mbrl_lightning.data.replay import StorageKind
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import ConfigurationError, require
 from mbrl_lightning.nets import MLP
+from mbrl_lightning.nets.normalized_input import NormalizedInput
+from mbrl_lightning.world_models.normalization import RunningNormalizer
 
 NetFactory = Callable[[int, int], nn.Module]
 Exploration = Literal["gaussian", "ou"]
@@ -75,6 +77,10 @@ class OffPolicyActorCritic(ReplayLearner):
         ou_theta: mean-reversion rate of the OU process.
         ou_sigma: diffusion of the OU process (multiplied by the annealed scale).
         max_grad_norm: clip each network's gradient norm to this value (None: no clipping).
+        observation_norm: standardise the observations the actor and critic read by their running
+            mean and standard deviation over all collected frames (a module buffer, so in every
+            checkpoint); the replay keeps raw observations, normalised with the current statistics
+            when sampled, as Stable-Baselines3's VecNormalize does.
         **kwargs: budget, collection and evaluation settings of :class:`RLModule`.
     """
 
@@ -102,6 +108,7 @@ class OffPolicyActorCritic(ReplayLearner):
         ou_theta: float = 0.15,
         ou_sigma: float = 0.2,
         max_grad_norm: float | None = None,
+        observation_norm: bool = False,
         **kwargs: Any,
     ) -> None:
         if warmup not in ("uniform", "policy"):
@@ -112,6 +119,9 @@ class OffPolicyActorCritic(ReplayLearner):
             )
         if exploration not in ("gaussian", "ou"):
             raise ConfigurationError(f"model.exploration={exploration!r}: allowed values are 'gaussian', 'ou'.")
+        if observation_norm and kwargs.get("collector") == "multi_sync":
+            raise ConfigurationError("model.observation_norm=true: not with model.collector='multi_sync' "
+                                     "(its processes would act on stale statistics); use 'auto', 'lean' or 'torchrl'.")
         if exploration == "ou":
             # The OU process restarts with every episode, so the env must flag episode starts.
             env.track_episode_starts = True
@@ -144,10 +154,13 @@ class OffPolicyActorCritic(ReplayLearner):
 
         observation_size = int(self.observation_spec.shape[-1])
         action_size = int(self.action_spec.shape[-1])
-        self.actor = self.make_actor(actor_net or _default_net, observation_size, action_size)
-        self.critic = ValueOperator(
-            (critic_net or _default_net)(observation_size + action_size, 1), in_keys=["observation", "action"]
-        )
+        actor_net, critic_net = actor_net or _default_net, critic_net or _default_net
+        # Registered only when used, so that runs without it keep their checkpoints' keys.
+        self.observation_normalizer = RunningNormalizer(observation_size) if observation_norm else None
+        if self.observation_normalizer is not None:
+            actor_net, critic_net = self._normalized(actor_net), self._normalized(critic_net)
+        self.actor = self.make_actor(actor_net, observation_size, action_size)
+        self.critic = ValueOperator(critic_net(observation_size + action_size, 1), in_keys=["observation", "action"])
         self.exploration_kind = exploration
         self.exploration = self.make_exploration(exploration, noise_init, noise_end, noise_anneal_frames,
                                                  ou_theta, ou_sigma)
@@ -162,6 +175,10 @@ class OffPolicyActorCritic(ReplayLearner):
         self.loss_module = self.make_loss()
         self.loss_module.make_value_estimator(ValueEstimators.TD0, gamma=gamma)
         self.target_updater = ForeachSoftUpdate(self.loss_module, tau=tau)
+
+    def _normalized(self, net: NetFactory) -> NetFactory:
+        """``net`` reading observations standardised by the learner's running statistics."""
+        return lambda inputs, outputs: NormalizedInput(net(inputs, outputs), self.observation_normalizer)
 
     # ----------------------------------------------------------------- what a subclass says
     @abstractmethod
@@ -235,7 +252,9 @@ class OffPolicyActorCritic(ReplayLearner):
         return {"train/noise_scale": self.noise_scale}
 
     def update(self, batch: TensorDictBase) -> Metrics:
-        """The replay learner's update; after it, the warm-up ends once ``learning_starts`` transitions are stored."""
+        """Fold the batch into the observation statistics (if kept), update, end the warm-up once learning starts."""
+        if self.observation_normalizer is not None:
+            self.observation_normalizer.update(batch["observation"])
         metrics = super().update(batch)
         if self.warmup_policy is not None:
             self.warmup_policy.warming_up.fill_(len(self.replay_buffer) < self.learning_starts)

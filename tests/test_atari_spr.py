@@ -160,7 +160,7 @@ def test_latent_imagination_entropy_is_higher_where_predicted_latents_diverge() 
     flat = torch.full((1, 1, 4, 4), -10.0)  # renormalised to 0: every action predicts the same latent
     varied = torch.arange(16.0).reshape(1, 1, 4, 4)  # action 0 predicts 0, action 1 the latent: they diverge
     entropy = model.imagination_entropy(torch.cat([flat, varied]))
-    assert entropy[0] == 0.0 and entropy[1] > 0.1
+    assert entropy[0] == 0.0 and entropy[1] > 0.05
     futures = model.imagine_all_actions(varied)
     assert futures.shape == (1, 2, 8) and not torch.allclose(futures[0, 0], futures[0, 1])
 

@@ -170,9 +170,10 @@ class AtariSPR(AtariDQN):
             latent = captured[0] if len(captured) == 1 else self.latent_model.encode(sample["observation"])
             captured.clear()
             errors = self.latent_model.prediction_errors(latent, sample)
-            if "priority_weight" in sample.keys():
-                errors = errors * sample["priority_weight"]
-            terms["loss/self_prediction"] = self.self_prediction_weight * errors.mean()
+            weight = sample.get("priority_weight", None)
+            # Weighted as TorchRL reduces the TD loss with importance weights: sum(w * loss) / sum(w).
+            loss = errors.mean() if weight is None else (errors * weight).sum() / weight.sum()
+            terms["loss/self_prediction"] = self.self_prediction_weight * loss
         return terms
 
     def gradient_update(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ what it measured): ``agent_steps``, ``emulator_frames`` (4 per agent step), ``sc
 score of ``eval_episodes`` full games, all lives, unclipped), ``score_std``, ``train_agent_steps_per_s``
 (collection and learning, evaluations excluded), ``wall_hours`` (since the run first started,
 evaluations and restarts included) and ``run_id``. When a run reaches its budget a ``final`` line
-follows; a ``summary`` line per agent aggregates the final scores over seeds (mean, IQM and a 95%
+follows, with the whole ``eval_curve`` (``[agent_steps, score]`` pairs, what benchmarks/figures.py draws); a ``summary`` line per agent aggregates the final scores over seeds (mean, IQM and a 95%
 percentile-bootstrap interval of the mean). ``--extend FILE`` continues every run recorded in
 FILE that stopped short of ``--agent_steps`` from its newest checkpoint, in the same MLflow run,
 appending to the same file. References at 100k agent steps (DIAMOND, arXiv 2405.12399): random
@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 from json_lines import stdout_to_stderr
 from lightning.pytorch import Callback
+from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.cli import MBRLCLI
 from mbrl_lightning.stats import bootstrap_interval, iqm
+from mbrl_lightning.tracking import tracking_uri
 
 # The agents compared: conf/pacman.yaml as it is, and its ablations (YAML keys changed on the command line).
 AGENTS = {
@@ -93,7 +95,9 @@ def run(config: str, agent: str, seed: int, agent_steps: int, eval_every: int, e
         cli.trainer.callbacks.append(records)
         cli.fit()
     model = cli.model
+    history = MlflowClient(tracking_uri()).get_metric_history(cli.trainer.logger.run_id, "eval/return_mean")
     final = {**base, "final": True, "agent_steps": model.frames, "budget": agent_steps,
+             "eval_curve": sorted([m.step, m.value] for m in history),
              "score": float(cli.trainer.callback_metrics["eval/return_mean"]),
              "train_agent_steps_per_s": round(model.frames / max(model.train_seconds, 1e-9), 2),
              "wall_hours": round((wall_before + time.time() - records.started) / 3600, 3),

@@ -26,15 +26,18 @@ from torch.profiler import ProfilerActivity, profile
 
 from mbrl_lightning.cli import MBRLCLI
 
+PROFILED_BATCHES = 8  # learning batches under torch.profiler (from the third on)
+
 
 def measure(config: str, threads: int, learning_starts: int, steps: int, profile_rows: int, overrides: list[str]) -> dict:
     """Fit ``config`` briefly with ``threads`` threads; return milliseconds per agent step by phase."""
-    torch.set_num_threads(threads)
-    args = ["--config", config, "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]",
+    # The CLI sets the thread count (--torch_threads, default 1) before it builds anything.
+    args = ["--config", config, "--torch_threads", str(threads), "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]",
             "--model.learning_starts", str(learning_starts), "--model.total_frames", str(learning_starts + steps),
             "--model.eval_every_frames", "0", "--checkpoint.every_n_frames", str(10 * (learning_starts + steps)),
             "--experiment_name", "benchmark_atari_update", *overrides]
     cli = MBRLCLI(args)
+    assert torch.get_num_threads() == threads
     model = cli.model
     update = model.update
     timings: dict[str, list[float]] = {"update": [], "start": [], "cpu": []}
@@ -43,7 +46,7 @@ def measure(config: str, threads: int, learning_starts: int, steps: int, profile
     def timed_update(batch):
         learning = len(model.replay_buffer) + batch.numel() >= learning_starts
         count = len(timings["start"])
-        if profiler is not None and learning and count == 5:
+        if profiler is not None and learning and count == 2:
             profiler.__enter__()
         started = time.perf_counter()
         metrics = update(batch)
@@ -52,7 +55,7 @@ def measure(config: str, threads: int, learning_starts: int, steps: int, profile
             timings["start"].append(started)
             timings["cpu"].append(time.process_time())
             timings["update"].append(time.perf_counter() - started)
-        if profiler is not None and learning and count == 25:
+        if profiler is not None and learning and count == 2 + PROFILED_BATCHES:
             profiler.__exit__(None, None, None)
         return metrics
 
@@ -60,6 +63,8 @@ def measure(config: str, threads: int, learning_starts: int, steps: int, profile
     started = time.perf_counter()
     cli.fit()
     if profiler is not None:
+        if len(timings["start"]) <= 2 + PROFILED_BATCHES:
+            profiler.__exit__(None, None, None)
         print(profiler.key_averages().table(sort_by="cpu_time_total", row_limit=profile_rows), file=sys.stderr)
     frames = model.frames_per_batch
     step_ms = statistics.median(b - a for a, b in zip(timings["start"][1:], timings["start"][2:])) / frames * 1e3

@@ -1,91 +1,155 @@
-"""Atari-100k MsPacman: raw game score after a budget of agent steps, and training throughput.
+"""Atari-100k MsPacman: the raw game score at every evaluation, with agent steps/s and wall hours, as it goes.
 
-    python benchmarks/atari100k.py                                   # both agents, 100k agent steps, seeds 0 1 2
-    python benchmarks/atari100k.py --agent_steps 20000 --seeds 0 --agents dqn imagination
+    python benchmarks/atari100k.py --out benchmarks/results/atari100k_mspacman.jsonl          # conf/pacman.yaml, seed 0
+    python benchmarks/atari100k.py --agents agent no_self_prediction --seeds 0 1 2 --out runs.jsonl
+    python benchmarks/atari100k.py --extend benchmarks/results/atari100k_mspacman.jsonl --agent_steps 100000
 
-One JSON line per agent and seed, then one summary line per agent. ``score`` is the raw game
-score (unclipped, all lives) of the final evaluation, mean over its episodes; the summary
-averages it over seeds (equal episodes per seed, so this is the mean over seeds and episodes).
-One agent step is ``frame_skip`` = 4 emulator frames: 100k agent steps = 400k frames.
-``train_fps`` is agent steps per second of collecting and learning (evaluations excluded),
-``train_emulator_fps`` the same in emulator frames. References at 100k agent steps: random 307,
-SimPLe 1,480, DreamerV3 about 1,400, DIAMOND 1,958.
+One JSON line per evaluation (appended to ``--out`` and flushed at once, so a killed run keeps
+what it measured): ``agent_steps``, ``emulator_frames`` (4 per agent step), ``score`` (mean raw game
+score of ``eval_episodes`` full games, all lives, unclipped), ``score_std``, ``train_agent_steps_per_s``
+(collection and learning, evaluations excluded), ``wall_hours`` (since the run first started,
+evaluations and restarts included) and ``run_id``. When a run reaches its budget a ``final`` line
+follows, with the whole ``eval_curve`` (``[agent_steps, score]`` pairs, what benchmarks/figures.py draws); a ``summary`` line per agent aggregates the final scores over seeds (mean, IQM and a 95%
+percentile-bootstrap interval of the mean). ``--extend FILE`` continues every run recorded in
+FILE that stopped short of ``--agent_steps`` from its newest checkpoint, in the same MLflow run,
+appending to the same file. References at 100k agent steps (DIAMOND, arXiv 2405.12399): random
+307, SPR 1,318, DreamerV3 1,327, SimPLe 1,480, DIAMOND 1,958, BBF 2,008.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
+from pathlib import Path
 
+import numpy as np
 from json_lines import stdout_to_stderr
+from lightning.pytorch import Callback
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.cli import MBRLCLI
+from mbrl_lightning.stats import bootstrap_interval, iqm
 from mbrl_lightning.tracking import tracking_uri
 
-CONFIG = "conf/atari100k.yaml"
-# The two agents of the benchmark: the same config, with and without the imagination bonus.
+# The agents compared: conf/pacman.yaml as it is, and its ablations (YAML keys changed on the command line).
 AGENTS = {
-    "dqn": ["--model.entropy_beta", "0", "--model.model_learning", "null"],
-    "imagination": [],
+    "agent": [],
+    "no_self_prediction": ["--model.self_prediction_weight", "0"],
+    "imagination_entropy": ["--model.entropy_beta", "0.1"],
 }
 
 
-def last(client: MlflowClient, run_id: str, key: str) -> float | None:
-    """The value of ``key`` at the highest step, or None when never logged."""
-    history = client.get_metric_history(run_id, key)
-    return max(history, key=lambda m: m.step).value if history else None
+class EvaluationRecords(Callback):
+    """Append one JSON line to ``out`` after every evaluation of the run."""
+
+    def __init__(self, out: Path, base: dict, wall_before: float) -> None:
+        self.out = out
+        self.base = base
+        self.wall_before = wall_before
+        self.started = time.time()
+        self.seen: int | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        """Write a record when the module has evaluated since the last call."""
+        if self.seen is None:
+            self.seen = pl_module.evaluations - (1 if "eval/return_mean" in trainer.callback_metrics else 0)
+        if pl_module.evaluations == self.seen:
+            return
+        self.seen = pl_module.evaluations
+        metrics = trainer.callback_metrics
+        frames = pl_module.frames
+        write(self.out, {
+            **self.base, "agent_steps": frames, "emulator_frames": frames * pl_module.env.frame_skip,
+            "score": float(metrics["eval/return_mean"]), "score_std": float(metrics["eval/return_std"]),
+            "eval_episodes": pl_module.eval_episodes, "eval_max_steps": pl_module.eval_max_steps,
+            "train_agent_steps_per_s": round(frames / max(pl_module.train_seconds, 1e-9), 2),
+            "train_hours": round(pl_module.train_seconds / 3600, 3),
+            "wall_hours": round((self.wall_before + time.time() - self.started) / 3600, 3),
+            "run_id": trainer.logger.run_id,
+        })
 
 
-def run(agent: str, seed: int, agent_steps: int, eval_episodes: int, overrides: list[str]) -> dict:
-    """Fit one agent for ``agent_steps`` and return its JSON record."""
-    started = time.time()
-    args = ["--config", CONFIG, "--seed_everything", str(seed), "--experiment_name", "benchmark_atari100k",
-            "--run_name", f"{agent}-s{seed}-{agent_steps}", "--trainer.enable_progress_bar", "false",
-            "--model.total_frames", str(agent_steps), "--model.eval_episodes", str(eval_episodes),
-            "--checkpoint.every_n_frames", str(agent_steps), "--trainer.callbacks", "[]",
-            *AGENTS[agent], *overrides]
-    with stdout_to_stderr():  # stdout carries only the JSON lines
+def write(out: Path, record: dict) -> None:
+    """Append ``record`` as one line and flush it."""
+    with out.open("a") as lines:
+        lines.write(json.dumps(record) + "\n")
+
+
+def run(config: str, agent: str, seed: int, agent_steps: int, eval_every: int, eval_episodes: int,
+        overrides: list[str], out: Path, resume: dict | None = None) -> dict:
+    """Fit one agent and seed up to ``agent_steps`` (continuing the run of record ``resume``); return its final record."""
+    args = ["--config", config, "--seed_everything", str(seed), "--experiment_name", "benchmark_atari100k",
+            "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]",
+            "--model.total_frames", str(agent_steps), "--model.eval_every_frames", str(eval_every),
+            "--model.eval_episodes", str(eval_episodes), *AGENTS[agent], *overrides]
+    if resume is None:
+        args += ["--run_name", f"{agent}-s{seed}"]
+    else:
+        args += ["--ckpt_path", f"runs:/{resume['run_id']}"]
+    base = {"agent": agent, "seed": seed, "config": config, "overrides": overrides}
+    wall_before = 3600 * resume["wall_hours"] if resume else 0.0
+    records = EvaluationRecords(out, base, wall_before)
+    with stdout_to_stderr():
         cli = MBRLCLI(args)
+        cli.trainer.callbacks.append(records)
         cli.fit()
-    run_id = cli.trainer.logger.run_id
-    client = MlflowClient(tracking_uri())
-    frames = cli.model.frames
-    train_seconds = cli.model.train_seconds
-    return {
-        "agent": agent, "seed": seed, "agent_steps": frames, "emulator_frames": frames * cli.model.env.frame_skip,
-        "score": last(client, run_id, "eval/return_mean"), "score_std": last(client, run_id, "eval/return_std"),
-        "eval_episodes": eval_episodes, "eval_max_steps": cli.model.eval_max_steps,
-        "train_fps": round(frames / train_seconds, 2),
-        "train_emulator_fps": round(frames * cli.model.env.frame_skip / train_seconds, 2),
-        "train_seconds": round(train_seconds, 1), "total_seconds": round(time.time() - started, 1),
-        "overrides": overrides, "run_id": run_id,
-    }
+    model = cli.model
+    history = MlflowClient(tracking_uri()).get_metric_history(cli.trainer.logger.run_id, "eval/return_mean")
+    final = {**base, "final": True, "agent_steps": model.frames, "budget": agent_steps,
+             "eval_curve": sorted([m.step, m.value] for m in history),
+             "score": float(cli.trainer.callback_metrics["eval/return_mean"]),
+             "train_agent_steps_per_s": round(model.frames / max(model.train_seconds, 1e-9), 2),
+             "wall_hours": round((wall_before + time.time() - records.started) / 3600, 3),
+             "run_id": cli.trainer.logger.run_id}
+    write(out, final)
+    return final
+
+
+def latest_records(path: Path) -> list[dict]:
+    """The newest record of each (agent, seed) in ``path``."""
+    latest: dict[tuple[str, int], dict] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if "summary" not in record:
+            latest[record["agent"], record["seed"]] = record
+    return list(latest.values())
+
+
+def summarize(out: Path, agent: str, finals: list[dict]) -> None:
+    """Mean, IQM and 95% bootstrap interval over seeds of the final scores of ``agent``."""
+    scores = np.array([r["score"] for r in finals])
+    low, high = bootstrap_interval(scores)
+    write(out, {"summary": agent, "seeds": [r["seed"] for r in finals], "agent_steps": [r["agent_steps"] for r in finals],
+                "score_mean": round(float(scores.mean()), 1), "score_iqm": round(float(iqm(scores)), 1),
+                "score_ci95": [round(float(low), 1), round(float(high), 1)],
+                "train_agent_steps_per_s_mean": round(float(np.mean([r["train_agent_steps_per_s"] for r in finals])), 2),
+                "wall_hours_mean": round(float(np.mean([r["wall_hours"] for r in finals])), 2)})
 
 
 def main() -> None:
-    """Run every agent for every seed; print the records and a summary per agent."""
+    """Run (or continue) every agent for every seed, recording every evaluation."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--agents", nargs="+", choices=sorted(AGENTS), default=["dqn", "imagination"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--config", default="conf/pacman.yaml")
+    parser.add_argument("--agents", nargs="+", choices=list(AGENTS), default=["agent"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--agent_steps", type=int, default=100_000, help="training budget (100k = Atari-100k)")
+    parser.add_argument("--eval_every", type=int, default=10_000, help="agent steps between evaluations")
     parser.add_argument("--eval_episodes", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/atari100k_mspacman.jsonl"))
+    parser.add_argument("--extend", type=Path, metavar="FILE", help="continue the runs recorded in FILE (appends to it)")
     parser.add_argument("overrides", nargs="*", help="extra fit.py overrides, after --")
     args = parser.parse_args()
+    if args.extend:
+        for record in latest_records(args.extend):
+            if record["agent_steps"] < args.agent_steps:
+                run(record["config"], record["agent"], record["seed"], args.agent_steps, args.eval_every,
+                    args.eval_episodes, record["overrides"], args.extend, resume=record)
+        return
     for agent in args.agents:
-        records = []
-        for seed in args.seeds:
-            records.append(run(agent, seed, args.agent_steps, args.eval_episodes, args.overrides))
-            print(json.dumps(records[-1]), flush=True)
-        scores = [r["score"] for r in records if r["score"] is not None]
-        print(json.dumps({
-            "summary": agent, "agent_steps": args.agent_steps, "seeds": args.seeds,
-            "score_mean": round(statistics.fmean(scores), 1) if scores else None,
-            "score_std_over_seeds": round(statistics.pstdev(scores), 1) if scores else None,
-            "train_fps_mean": round(statistics.fmean(r["train_fps"] for r in records), 2),
-        }), flush=True)
+        finals = [run(args.config, agent, seed, args.agent_steps, args.eval_every, args.eval_episodes, args.overrides, args.out)
+                  for seed in args.seeds]
+        summarize(args.out, agent, finals)
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ def _metric_keys(run_id: str) -> set[str]:
 
 
 def test_tiny_pacman_fit_logs_checkpoints_and_resumes() -> None:
-    cli = run_fit(*fit_args("pacman.yaml", *TINY))
+    cli = run_fit(*fit_args("pacman_pixel_entropy.yaml", *TINY))
     run_id = cli.trainer.logger.run_id
     assert cli.model.frames == 64 and len(cli.model.replay_buffer) == 64
     keys = _metric_keys(run_id)
@@ -225,7 +225,7 @@ def test_tiny_pacman_fit_logs_checkpoints_and_resumes() -> None:
     emulator = client.get_metric_history(run_id, "train/emulator_frames")
     assert max(m.value for m in emulator) == 4 * 64
 
-    resumed = run_fit(*fit_args("pacman.yaml", *TINY, "--model.total_frames", "96", "--ckpt_path", "last"))
+    resumed = run_fit(*fit_args("pacman_pixel_entropy.yaml", *TINY, "--model.total_frames", "96", "--ckpt_path", "last"))
     assert resumed.trainer.logger.run_id == run_id
     assert resumed.model.frames == 96 and len(resumed.model.replay_buffer) == 96
     assert resumed.model.replay_buffer.written == 48  # per env copy: the rings continued

@@ -35,7 +35,7 @@ FAMILIES = {
              "--model.planner.init_args.horizon", "3"),
     "mcts": ("cartpole_mcts.yaml", *PLANNED, "--model.planner.init_args.num_simulations", "2",
              "--model.value_updates_per_batch", "2", "--model.value_batch_size", "32"),
-    "atari_dqn": ("pacman.yaml", "--model.total_frames", "256", "--model.frames_per_batch", "16",
+    "atari_dqn": ("pacman_pixel_entropy.yaml", "--model.total_frames", "256", "--model.frames_per_batch", "16",
                   "--model.learning_starts", "32", "--model.buffer_size", "400", "--model.model_learning.init_args.updates_per_batch", "1",
                   "--model.updates_per_batch", "1", "--model.env.init_args.num_envs", "2",
                   "--model.env.init_args.screen_size", "48", "--model.model_learning.init_args.world_model.init_args.channels", "4",

@@ -12,7 +12,7 @@ from mbrl_lightning.cli import main
 from mbrl_lightning.cli_help import algorithm_names
 
 FIT = [sys.executable, str(REPO_ROOT / "scripts" / "fit.py")]
-ALGORITHMS = ["A2C", "AtariDQN", "DDPG", "DQN", "DynaDDPG", "DynaQ", "ImaginationDDPG", "ImaginationDQN", "KnownModelMPC",
+ALGORITHMS = ["A2C", "AtariDQN", "AtariSPR", "DDPG", "DQN", "DynaDDPG", "DynaQ", "ImaginationDDPG", "ImaginationDQN", "KnownModelMPC",
               "MCTSAgent", "ModelBasedPPO", "PETS", "PPO", "TD3"]
 
 

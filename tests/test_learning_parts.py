@@ -31,7 +31,7 @@ TRUNCATED = torch.tensor([False, True, False])
 TD_FAMILIES = {
     "dqn": ("cartpole_dqn.yaml",),
     "dqn_imagination": ("cartpole_dqn_imagination.yaml",),
-    "atari_dqn": ("pacman.yaml",),
+    "atari_dqn": ("pacman_pixel_entropy.yaml",),
     "ddpg": ("pendulum_ddpg.yaml",),
     "td3": ("pendulum_ddpg.yaml", "--model.class_path", "mbrl_lightning.algorithms.TD3"),
     "ddpg_imagination": ("pendulum_ddpg.yaml", "--model.class_path", "mbrl_lightning.algorithms.ImaginationDDPG"),
@@ -188,7 +188,7 @@ EVAL_FAMILIES = {
     "td3": ("pendulum_ddpg.yaml", "--model.class_path", "mbrl_lightning.algorithms.TD3"),
     "ddpg_imagination": ("pendulum_ddpg.yaml", "--model.class_path", "mbrl_lightning.algorithms.ImaginationDDPG"),
     "dyna_q": ("cliffwalking_dynaq.yaml",),
-    "atari_dqn": ("pacman.yaml", "--model.env.init_args.num_envs", "1"),
+    "atari_dqn": ("pacman_pixel_entropy.yaml", "--model.env.init_args.num_envs", "1"),
 }
 
 

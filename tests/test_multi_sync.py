@@ -23,7 +23,7 @@ PLANNING = ("--model.random_frames", "0")
 FAMILIES = {
     "dqn": ("cartpole_dqn.yaml",),
     "dqn_imagination": ("cartpole_dqn_imagination.yaml",),
-    "atari_dqn": ("pacman.yaml",),
+    "atari_dqn": ("pacman_pixel_entropy.yaml",),
     "ppo": ("cartpole_ppo.yaml",),
     "a2c": ("cartpole_a2c.yaml",),
     "mbppo": ("cartpole_mbppo.yaml",),

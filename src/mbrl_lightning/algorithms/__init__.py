@@ -1,6 +1,7 @@
 """Algorithms: the shared RL LightningModule and one thin subclass per algorithm."""
 
 from mbrl_lightning.algorithms.atari_dqn import AtariDQN
+from mbrl_lightning.algorithms.atari_spr import AtariSPR
 from mbrl_lightning.algorithms.base import RLModule
 from mbrl_lightning.algorithms.ddpg import DDPG
 from mbrl_lightning.algorithms.ddpg_imagination import ImaginationDDPG
@@ -10,5 +11,5 @@ from mbrl_lightning.algorithms.mbpo import MBPO
 from mbrl_lightning.algorithms.sac import SAC
 from mbrl_lightning.algorithms.td3 import TD3
 
-__all__ = ["AtariDQN", "DDPG", "DQN", "ImaginationDDPG", "ImaginationSAC", "ImaginationTD3", "MBPO", "RLModule", "SAC",
-           "TD3"]
+__all__ = ["AtariDQN", "AtariSPR", "DDPG", "DQN", "ImaginationDDPG", "ImaginationSAC", "ImaginationTD3", "MBPO",
+           "RLModule", "SAC", "TD3"]

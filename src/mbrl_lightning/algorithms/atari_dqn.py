@@ -142,22 +142,13 @@ class AtariDQN(ModelBased, DQN):
         every replayed sample would cost ``num_actions`` model passes per sample and Q step.
         """
         bonus = torch.zeros(transitions.shape[0], device=self.device)
-        target = scale_frames(transitions["next", "observation"])
-        if self.entropy_beta:
-            # One pass imagines every action; the taken action's future also gives the model's error.
-            futures = self.world_model.predict_all_actions(transitions["observation"])
-            entropy = action_spread(futures)
-            taken = futures[torch.arange(futures.shape[0], device=futures.device), transitions["action"].argmax(-1)]
-            error = ((taken - target) ** 2).mean((-3, -2, -1))
+        entropy, error = self.bonus_scores(transitions)
+        if entropy is not None:
             self.entropy_scale.update(entropy.unsqueeze(-1))
             squashed = squash(entropy, self.entropy_scale.mean.clamp_min(1e-8).float())
             bonus += self.entropy_beta * squashed
             self._bonus_metrics.update({"imagination/entropy": entropy.mean().item(),
                                         "imagination/bonus": squashed.mean().item()})
-        else:
-            error = self.world_model.errors(transitions)
-        # Kept for the model learner's measurement of this batch (it is not trained in between).
-        self._fresh_error = error.mean().item()
         if self.curiosity_beta:
             self.curiosity_scale.update(error.unsqueeze(-1))
             squashed = squash(error, self.curiosity_scale.mean.clamp_min(1e-8).float())
@@ -165,6 +156,22 @@ class AtariDQN(ModelBased, DQN):
             self._bonus_metrics.update({"curiosity/intrinsic_reward": squashed.mean().item(),
                                         "curiosity/beta": self.curiosity_beta})
         return bonus
+
+    @torch.no_grad()
+    def bonus_scores(self, transitions: TensorDictBase) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Raw imagination entropy (None when its weight is 0) and model error of new transitions, each ``[batch]``."""
+        entropy = None
+        if self.entropy_beta:
+            # One pass imagines every action; the taken action's future also gives the model's error.
+            futures = self.world_model.predict_all_actions(transitions["observation"])
+            entropy = action_spread(futures)
+            taken = futures[torch.arange(futures.shape[0], device=futures.device), transitions["action"].argmax(-1)]
+            error = ((taken - scale_frames(transitions["next", "observation"])) ** 2).mean((-3, -2, -1))
+        else:
+            error = self.world_model.errors(transitions)
+        # Kept for the model learner's measurement of this batch (it is not trained in between).
+        self._fresh_error = error.mean().item()
+        return entropy, error
 
     def before_updates(self, batch: TensorDictBase) -> Metrics:
         """Measure the world model on the new batch (not yet trained on), then train it."""

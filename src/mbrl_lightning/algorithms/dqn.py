@@ -129,17 +129,22 @@ class DQN(ReplayLearner):
         """The current exploration rate."""
         return {"train/epsilon": self.epsilon}
 
+    def losses(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
+        """The loss terms of one gradient step, keyed by metric name; the step minimises their sum."""
+        return {"loss/q": self.loss_module(sample)["loss"]}
+
     def gradient_update(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
         """One TD step on ``sample``, then the target network's update."""
         optimizer = self.optimizer(0)
-        loss = self.loss_module(sample)["loss"]
+        terms = self.losses(sample)
+        loss = torch.stack(list(terms.values())).sum()
         optimizer.zero_grad()
         self.manual_backward(loss)
         if self.max_grad_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
         self.target_updater.step()
-        return {"loss/q": loss.detach()}
+        return {key: term.detach() for key, term in terms.items()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Also keep the hard-update counter, so target copies happen on the same steps after resume."""

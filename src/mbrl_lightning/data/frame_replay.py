@@ -116,14 +116,22 @@ class FrameStackReplay:
     # ----------------------------------------------------------------- sampling
     def sample(self, batch_size: int) -> TensorDict:
         """``batch_size`` uniformly drawn transitions with rebuilt ``observation`` stacks."""
-        if not len(self):
-            raise RuntimeError("cannot sample from an empty FrameStackReplay")
+        return self.gather(*self.uniform_indices(batch_size))
+
+    @property
+    def first_valid_step(self) -> int:
+        """The oldest absolute step whose frame stack is still stored."""
         oldest = max(0, self.written - self.slots)
         # Once the ring wraps, the oldest slots' earlier frames are overwritten: skip them.
-        first = oldest + (self.frame_stack - 1 if oldest else 0)
-        steps = torch.randint(first, self.written, (batch_size,))
+        return oldest + (self.frame_stack - 1 if oldest else 0)
+
+    def uniform_indices(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch_size`` uniformly drawn (absolute step, env copy) pairs of stored transitions."""
+        if not len(self):
+            raise RuntimeError("cannot sample from an empty FrameStackReplay")
+        steps = torch.randint(self.first_valid_step, self.written, (batch_size,))
         envs = torch.randint(0, self.num_envs, (batch_size,))
-        return self.gather(steps, envs)
+        return steps, envs
 
     def gather(self, steps: torch.Tensor, envs: torch.Tensor) -> TensorDict:
         """Transitions at absolute step indices ``steps`` of env copies ``envs``."""

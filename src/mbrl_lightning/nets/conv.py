@@ -56,15 +56,27 @@ class AtariQNet(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Q-values ``[..., num_actions]``."""
-        frames = scale_frames(frames)
-        if frames.dim() == 4:
-            # oneDNN's channels-last convolutions: a TD step (forward and backward, batch 32, one
-            # CPU thread) took 46 ms instead of 82 ms in NCHW. Same values, another memory layout.
-            frames = frames.contiguous(memory_format=torch.channels_last)
-        return self.network(frames)
+        return self.network(_prepare(frames))
+
+    def feature_map(self, frames: torch.Tensor) -> torch.Tensor:
+        """The torso's last activations before flattening, ``[batch, 64, h, w]`` (the latent of self-prediction)."""
+        hidden = _prepare(frames)
+        for layer in list(self.features)[:-1]:  # the last layer flattens
+            hidden = layer(hidden)
+        return hidden
 
     def reset_noise(self) -> None:
         """Resample the noise of noisy layers (no-op without them)."""
         for module in self.modules():
             if module is not self and hasattr(module, "reset_noise"):
                 module.reset_noise()
+
+
+def _prepare(frames: torch.Tensor) -> torch.Tensor:
+    """Frames in [0, 1]; batches of stacks in channels-last layout."""
+    if frames.dim() == 4:
+        # oneDNN's channels-last convolutions: a TD step (forward and backward, batch 32, one
+        # CPU thread) took 46 ms instead of 82 ms in NCHW. Same values, another memory layout.
+        # uint8 frames change layout before the float conversion (which keeps it): a quarter of the bytes moved.
+        frames = frames.contiguous(memory_format=torch.channels_last)
+    return scale_frames(frames)

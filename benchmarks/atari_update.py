@@ -1,0 +1,101 @@
+"""Where an Atari agent's training time goes: milliseconds per agent step, split into acting and learning.
+
+    python benchmarks/atari_update.py --config conf/pacman.yaml --threads 1 2          # one JSON line per thread count
+    python benchmarks/atari_update.py --config conf/pacman.yaml --threads 1 --profile 25  # plus torch.profiler's top ops
+
+Each run fits the config for ``--learning_starts`` agent steps of random play, then ``--steps``
+learning agent steps, and times every ``update`` call (store, bonus, gradient steps) and the interval between
+two ``update`` calls (one whole training step: collection and logging included); evaluation is off. ``agent_steps_per_second`` is the
+learning phase's rate (median step), ``cpu_ms_per_agent_step`` the process's CPU time per agent step
+(all threads; less sensitive to other jobs than wall time); ``load_average`` is the machine's 1-minute load at the end, since other
+jobs may share the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+from json_lines import stdout_to_stderr
+from torch.profiler import ProfilerActivity, profile
+
+from mbrl_lightning.cli import MBRLCLI
+
+PROFILED_BATCHES = 8  # learning batches under torch.profiler (from the third on)
+
+
+def measure(config: str, threads: int, learning_starts: int, steps: int, profile_rows: int, overrides: list[str]) -> dict:
+    """Fit ``config`` briefly with ``threads`` threads; return milliseconds per agent step by phase."""
+    # The CLI sets the thread count (--torch_threads, default 1) before it builds anything.
+    args = ["--config", config, "--torch_threads", str(threads), "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]",
+            "--model.learning_starts", str(learning_starts), "--model.total_frames", str(learning_starts + steps),
+            "--model.eval_every_frames", "0", "--checkpoint.every_n_frames", str(10 * (learning_starts + steps)),
+            "--experiment_name", "benchmark_atari_update", *overrides]
+    cli = MBRLCLI(args)
+    assert torch.get_num_threads() == threads
+    model = cli.model
+    update = model.update
+    timings: dict[str, list[float]] = {"update": [], "start": [], "cpu": []}
+    profiler = profile(activities=[ProfilerActivity.CPU]) if profile_rows else None
+
+    def timed_update(batch):
+        learning = len(model.replay_buffer) + batch.numel() >= learning_starts
+        count = len(timings["start"])
+        if profiler is not None and learning and count == 2:
+            profiler.__enter__()
+        started = time.perf_counter()
+        metrics = update(batch)
+        if learning:
+            # Between two update calls lies one whole training step: collection, update, logging.
+            timings["start"].append(started)
+            timings["cpu"].append(time.process_time())
+            timings["update"].append(time.perf_counter() - started)
+        if profiler is not None and learning and count == 2 + PROFILED_BATCHES:
+            profiler.__exit__(None, None, None)
+        return metrics
+
+    model.update = timed_update
+    started = time.perf_counter()
+    cli.fit()
+    if profiler is not None:
+        if len(timings["start"]) <= 2 + PROFILED_BATCHES:
+            profiler.__exit__(None, None, None)
+        print(profiler.key_averages().table(sort_by="cpu_time_total", row_limit=profile_rows), file=sys.stderr)
+    frames = model.frames_per_batch
+    step_ms = statistics.median(b - a for a, b in zip(timings["start"][1:], timings["start"][2:])) / frames * 1e3
+    update_ms = statistics.median(timings["update"][1:]) / frames * 1e3
+    cpu = timings["cpu"]
+    cpu_ms = (cpu[-1] - cpu[1]) / (len(cpu) - 2) / frames * 1e3
+    return {
+        "config": config, "overrides": overrides, "threads": threads, "agent_steps_per_batch": frames,
+        "gradient_steps_per_agent_step": model.updates_per_batch / frames,
+        "ms_per_agent_step": round(step_ms, 2), "cpu_ms_per_agent_step": round(cpu_ms, 2), "ms_learning_per_agent_step": round(update_ms, 2),
+        "ms_acting_per_agent_step": round(step_ms - update_ms, 2),
+        "agent_steps_per_second": round(1e3 / step_ms, 2), "learning_batches": len(timings["start"]),
+        "seconds": round(time.perf_counter() - started, 1), "load_average": round(os.getloadavg()[0], 2),
+    }
+
+
+def main() -> None:
+    """Measure the config at each thread count; print one JSON line each."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="conf/pacman.yaml")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--learning_starts", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=200, help="learning agent steps timed")
+    parser.add_argument("--profile", type=int, default=0, help="print this many torch.profiler rows (stderr)")
+    parser.add_argument("overrides", nargs="*", help="extra fit.py overrides, after --")
+    args = parser.parse_args()
+    for threads in args.threads:
+        with stdout_to_stderr():
+            record = measure(args.config, threads, args.learning_starts, args.steps, args.profile, args.overrides)
+        print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()

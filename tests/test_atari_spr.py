@@ -1,0 +1,195 @@
+"""The data-efficient Atari agent: n-step targets, priorities, random shifts, the latent world model, exact resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import fit_args, run_fit
+from tensordict import TensorDict
+from torch import nn
+
+from mbrl_lightning.data.nstep_frame_replay import NStepFrameReplay
+from mbrl_lightning.data.priorities import ReplayPriorities
+from mbrl_lightning.errors import ConfigurationError
+from mbrl_lightning.nets import AtariQNet
+from mbrl_lightning.nets.augment import random_shift, shift_frames
+from mbrl_lightning.world_models.latent import LatentTransitionModel
+
+FIXTURE = Path(__file__).parent / "fixtures" / "mspacman_random.npz"
+
+
+def _batch(frames: torch.Tensor, next_frames: torch.Tensor, reward: torch.Tensor, done: torch.Tensor,
+           action: torch.Tensor, step_count: torch.Tensor, num_actions: int, stack: int) -> TensorDict:
+    """A ``[1, T]`` collector batch; only the newest frame of each stack matters to the replay."""
+    steps = len(frames)
+    done = done.reshape(steps, 1).bool()
+    return TensorDict({
+        "observation": frames[:, None].expand(steps, stack, *frames.shape[1:]),
+        "step_count": step_count.reshape(steps, 1),
+        "action": torch.nn.functional.one_hot(action, num_actions),
+        "next": {"observation": next_frames[:, None].expand(steps, stack, *frames.shape[1:]),
+                 "reward": reward.reshape(steps, 1).float(), "done": done, "terminated": done.clone(),
+                 "truncated": torch.zeros_like(done)},
+    }, batch_size=[steps]).unsqueeze(0)
+
+
+def _numbered_replay(**kwargs) -> NStepFrameReplay:
+    """Seven steps of one env copy: frame value = step, reward = step + 1, the episode ends at step 3."""
+    steps = torch.arange(7)
+    frames = steps[:, None, None].expand(7, 2, 2).to(torch.uint8)
+    done = steps == 3
+    count = torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    replay = NStepFrameReplay(64, 1, 2, storage="memory", **kwargs)
+    replay.extend(_batch(frames, frames + 1, (steps + 1).float(), done, steps % 2, count, 2, 2))
+    return replay
+
+
+def test_n_step_returns_match_hand_computed_values() -> None:
+    replay = _numbered_replay(n_step=3, gamma=0.5)
+    sample = replay.gather(torch.tensor([0, 2, 3, 5]), torch.zeros(4, dtype=torch.long))
+    # t=0: 1 + .5*2 + .25*3; t=2: 3 + .5*4, the episode ends at 3; t=3: 4 alone; t=5: 6 + .5*7, the newest step.
+    assert sample["next", "reward"].squeeze(-1).tolist() == [2.75, 5.0, 4.0, 9.5]
+    assert sample["steps_to_next_obs"].squeeze(-1).tolist() == [3, 2, 1, 2]
+    assert sample["next", "terminated"].squeeze(-1).tolist() == [False, True, True, False]
+    # The next observation is the one after the window's last step: its newest frame is t + m.
+    assert sample["next", "observation"][:, -1, 0, 0].tolist() == [3, 4, 4, 7]
+    assert sample["observation"][:, -1, 0, 0].tolist() == [0, 2, 3, 5]
+
+
+def test_k_step_sequences_stop_at_the_episode_end() -> None:
+    replay = _numbered_replay(sequence_length=3)
+    sample = replay.gather(torch.tensor([1, 2, 5]), torch.zeros(3, dtype=torch.long))
+    # Observation t+k is the next observation of step t+k-1 (clamped to the newest stored step).
+    assert sample["future_observation"][:, :, -1, 0, 0].tolist() == [[2, 3, 4], [3, 4, 5], [6, 7, 7]]
+    assert sample["future_action"].argmax(-1).tolist() == [[1, 0, 1], [0, 1, 0], [1, 0, 0]]
+    # From step 2 the episode ends at step 3 (observation 4 is its last); from step 5, step 7 is not stored yet.
+    assert sample["future_mask"].tolist() == [[True, True, True], [True, True, False], [True, True, False]]
+
+
+def test_importance_weights_and_sampling_frequencies_follow_the_priorities() -> None:
+    priorities = ReplayPriorities(4, alpha=0.5, beta=0.4, eps=0.0)
+    priorities.update(torch.arange(4), torch.tensor([1.0, 4.0, 9.0, 16.0]))  # p = |delta| ** .5 = 1, 2, 3, 4
+    torch.manual_seed(0)
+    index, weight = priorities.sample(4, 20_000)
+    frequencies = torch.bincount(index, minlength=4).float() / 20_000
+    assert torch.allclose(frequencies, torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.015)
+    # w_i = (p_i / p_min) ** -beta: the largest weight (1) goes to the least likely slot.
+    expected = torch.tensor([1.0, 2.0**-0.4, 3.0**-0.4, 4.0**-0.4])
+    assert torch.allclose(weight, expected[index])
+    priorities.mark_new(torch.tensor([0]))  # a new slot gets the largest priority seen: 16 -> p = 4
+    assert priorities.priorities[0] == 4.0
+
+
+def test_prioritized_replay_samples_carry_index_and_weight() -> None:
+    replay = _numbered_replay(priority_exponent=1.0, importance_exponent=1.0)
+    replay.update_priority(torch.arange(7), torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1e3]))
+    sample = replay.sample(256)
+    assert (sample["index"] == 6).float().mean() > 0.9
+    assert torch.allclose(sample["priority_weight"], torch.where(sample["index"] == 6, 1e-3, 1.0).float())
+
+
+def test_random_shift_matches_hand_computed_crops() -> None:
+    frame = torch.arange(1, 10, dtype=torch.uint8).reshape(1, 1, 3, 3)  # [[1 2 3] [4 5 6] [7 8 9]]
+    # Down by one row, left by one column: pixel (i, j) is input (i + 1, j - 1), clamped (replicate padding).
+    assert shift_frames(frame, torch.tensor([[1, -1]]), pad=1)[0, 0].tolist() == [[4, 4, 5], [7, 7, 8], [7, 7, 8]]
+    assert shift_frames(frame, torch.tensor([[-1, 1]]), pad=1)[0, 0].tolist() == [[2, 3, 3], [2, 3, 3], [5, 6, 6]]
+    torch.manual_seed(0)
+    stacks = torch.randint(0, 255, (16, 4, 12, 12), dtype=torch.uint8)
+    shifted = random_shift(stacks, pad=2)
+    for original, moved in zip(stacks, shifted):  # every output is one of the 25 shifts of its input
+        candidates = [shift_frames(original[None], torch.tensor([[dy, dx]]), 2)[0] for dy in range(-2, 3) for dx in range(-2, 3)]
+        assert any(torch.equal(moved, c) for c in candidates)
+
+
+def test_bad_replay_and_priority_settings_are_one_line_errors() -> None:
+    with pytest.raises(ConfigurationError, match=r"model.n_step=0: must be a positive integer"):
+        NStepFrameReplay(64, 1, 2, storage="memory", n_step=0)
+    with pytest.raises(ConfigurationError, match=r"model.priority_exponent=1.5: must lie in \[0, 1\]"):
+        NStepFrameReplay(64, 1, 2, storage="memory", priority_exponent=1.5)
+
+
+def _recorded_replay(sequence_length: int) -> NStepFrameReplay:
+    data = {k: torch.from_numpy(v) for k, v in np.load(FIXTURE).items()}
+    replay = NStepFrameReplay(512, 1, 4, storage="memory", sequence_length=sequence_length)
+    replay.extend(_batch(data["frames"], data["next_frames"], data["reward"], data["done"], data["action"],
+                         data["step_count"], 9, 4))
+    return replay
+
+
+def test_latent_k_step_prediction_loss_falls_on_recorded_pacman_frames() -> None:
+    torch.manual_seed(0)
+    replay = _recorded_replay(sequence_length=3)
+    network = AtariQNet(4, 9, hidden_size=32)
+    model = LatentTransitionModel(64, 9, hidden_channels=32, projection_size=64, prediction_steps=3)
+    model.bind(network, torch.zeros(1, 4, 84, 84, dtype=torch.uint8))
+    optimizer = torch.optim.Adam([*network.parameters(), *model.parameters()], lr=1e-3)
+    fixed = replay.sample(32)
+    before = model.validate(fixed)["val_loss"].item()
+    for _ in range(30):
+        loss = model.loss(replay.sample(16))["loss_self_prediction"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = model.validate(fixed)["val_loss"].item()
+    assert after < 0.5 * before, (before, after)
+
+
+class _IdentityEncoder(nn.Module):
+    """A stand-in encoder whose latent is the frame itself."""
+
+    def feature_map(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames.float()
+
+
+def test_latent_imagination_entropy_is_higher_where_predicted_latents_diverge() -> None:
+    torch.manual_seed(0)
+    model = LatentTransitionModel(1, 2, hidden_channels=1, projection_size=8)
+    model.bind(_IdentityEncoder(), torch.zeros(1, 1, 4, 4))
+    first, second = model.transition[0], model.transition[2]
+    with torch.no_grad():
+        for conv in (first, second):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        first.weight[0, 0, 1, 1] = 1.0  # the latent
+        first.weight[0, 2, 1, 1] = 1.0  # action 1's plane
+        first.bias.fill_(-1.0)  # relu(z - 1 + a1): action 0 predicts nothing, action 1 the latent
+        second.weight[0, 0, 1, 1] = 1.0
+    flat = torch.full((1, 1, 4, 4), -10.0)  # renormalised to 0: every action predicts the same latent
+    varied = torch.arange(16.0).reshape(1, 1, 4, 4)  # action 0 predicts 0, action 1 the latent: they diverge
+    entropy = model.imagination_entropy(torch.cat([flat, varied]))
+    assert entropy[0] == 0.0 and entropy[1] > 0.05
+    futures = model.imagine_all_actions(varied)
+    assert futures.shape == (1, 2, 8) and not torch.allclose(futures[0, 0], futures[0, 1])
+
+
+# No evaluation: one at the split (the end of the first part) would be a difference between the runs.
+SPR_TINY = ("--model.total_frames", "32", "--model.frames_per_batch", "8", "--model.updates_per_batch", "8",
+            "--model.learning_starts", "8", "--model.buffer_size", "400", "--model.batch_size", "8",
+            "--model.eval_every_frames", "0", "--model.eval_max_steps", "10",
+            "--model.env.init_args.num_envs", "2", "--model.env.init_args.screen_size", "48",
+            "--model.q_net.init_args.hidden_size", "32", "--model.latent_model.init_args.projection_size", "32",
+            "--model.latent_model.init_args.hidden_channels", "16", "--model.latent_model.init_args.prediction_steps", "2",
+            "--model.entropy_beta", "0.1", "--model.curiosity_beta", "0.1", "--seed_everything", "3",
+            "--trainer.callbacks", "[]")
+
+
+def _agent_state(cli) -> dict[str, torch.Tensor]:
+    model = cli.model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["priorities"] = model.replay_buffer.priorities.priorities.clone()
+    return state
+
+
+def test_resumed_spr_run_continues_exactly() -> None:
+    straight = _agent_state(run_fit(*fit_args("pacman.yaml", *SPR_TINY, "--checkpoint.every_n_frames", "1000")))
+    run_fit(*fit_args("pacman.yaml", *SPR_TINY, "--model.total_frames", "16", "--checkpoint.every_n_frames", "16"))
+    resumed_cli = run_fit(*fit_args("pacman.yaml", *SPR_TINY, "--ckpt_path", "last", "--checkpoint.every_n_frames", "1000"))
+    resumed = _agent_state(resumed_cli)
+    assert resumed_cli.model.frames == 32
+    assert straight.keys() == resumed.keys()
+    # Weights (encoder, heads and their noise, latent model), target network and priorities: all identical.
+    for name, value in straight.items():
+        assert torch.equal(value, resumed[name]), name

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 
 import torch
 import yaml
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="env seed of the first start")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    logging.getLogger("torchrl").setLevel(logging.WARNING)  # its INFO lines go to stdout, among the JSON
     torch.manual_seed(0)
     config = yaml.safe_load(open(args.config))
     planner_block = config["model"]["init_args"]["planner"]

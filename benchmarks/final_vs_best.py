@@ -59,6 +59,8 @@ def run_seed(config: str, seed: int, overrides: list[str], episodes: int) -> dic
     final = history[-1]
     return {
         "config": config, "overrides": overrides, "seed": seed, "run_id": run_id,
+        "command": " ".join(["python benchmarks/final_vs_best.py", "--config", config, "--seeds", str(seed),
+                             "--episodes", str(episodes), *(["--", *overrides] if overrides else [])]),
         "frames": int(client.get_run(run_id).data.metrics["train/env_frames"]),
         "best_eval_return": best.value, "best_frame": best.step,
         "final_eval_return": final.value, "final_frame": final.step,

@@ -42,13 +42,17 @@ def _reports(folder: Path) -> list[dict]:
     return [json.loads((folder / f"rank{k}.json").read_text()) for k in (0, 1)]
 
 
-def test_two_process_ddp_counts_global_frames_and_logs_once(subprocess_env, tmp_path) -> None:
+DQN = ("--seed_everything", "5", "--model.total_frames", str(TOTAL_FRAMES),
+       "--model.frames_per_batch", str(FRAMES_PER_BATCH), "--model.learning_starts", "128",
+       "--model.updates_per_batch", "2", "--model.eval_episodes", "2", "--model.eval_every_frames", "512",
+       "--checkpoint.every_n_frames", "512", "--trainer.callbacks=ddp_probe.RankReport")
+
+
+def test_two_process_ddp_counts_global_frames_logs_once_and_resumes_exactly(subprocess_env, tmp_path) -> None:
+    """One 2-process run (checkpointed half-way), then a resume from that checkpoint that ends identical."""
     result = _fit_two_ranks(
-        subprocess_env, tmp_path, "cartpole_dqn.yaml", "--seed_everything", "5",
-        "--model.total_frames", str(TOTAL_FRAMES), "--model.frames_per_batch", str(FRAMES_PER_BATCH),
-        "--model.learning_starts", "128", "--model.updates_per_batch", "2",
-        "--model.eval_episodes", "2", "--model.eval_every_frames", "512", "--checkpoint.every_n_frames", "512",
-        "--trainer.callbacks+=ddp_probe.RankReport", f"--trainer.callbacks.folder={tmp_path / 'ranks'}",
+        subprocess_env, tmp_path, "cartpole_dqn.yaml", *DQN, f"--trainer.callbacks.folder={tmp_path / 'ranks'}",
+        f"--trainer.callbacks.save_at_frames={TOTAL_FRAMES // 2}",
     )
     ranks = _reports(tmp_path / "ranks")
 
@@ -70,6 +74,16 @@ def test_two_process_ddp_counts_global_frames_and_logs_once(subprocess_env, tmp_
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
     assert artifacts == ["checkpoints/best.ckpt", "checkpoints/last.ckpt"]
     assert result.stdout.count("MLflow run:") == 1
+
+    # Interrupted at half the budget and resumed: each rank takes back its own replay shard, episodes
+    # in flight and generators, and both end exactly where the uninterrupted ranks ended.
+    _fit_two_ranks(subprocess_env, tmp_path, "cartpole_dqn.yaml", *DQN, f"--trainer.callbacks.folder={tmp_path / 'resumed'}",
+                   "--ckpt_path", str(tmp_path / "ranks" / "mid.ckpt"))
+    for uninterrupted, continued in zip(ranks, _reports(tmp_path / "resumed")):
+        assert continued["snapshots"]["start"] == uninterrupted["snapshots"]["saved"], continued["rank"]
+        assert continued["buffers"] == uninterrupted["buffers"], continued["rank"]
+        assert continued["episodes"] == uninterrupted["episodes"], continued["rank"]
+        assert continued["weights"] == uninterrupted["weights"], continued["rank"]
 
 
 # MB-PPO keeps only the live imagined samples, so each rank's sample count (hence its minibatch

@@ -1,7 +1,8 @@
 """Known reward and termination functions of common envs, for planners (as mbrl-lib's ``env/reward_fns``).
 
-Every function takes ``(observation, action, next_observation)`` batched on the leading dims and
-returns ``[..., 1]``: a float reward or a boolean termination.
+Every reward or termination function takes ``(observation, action, next_observation)`` batched on
+the leading dims and returns ``[..., 1]``: a float reward or a boolean termination. Pendulum's true
+dynamics are here too, to measure what a planner reaches with a perfect model.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ def pendulum_reward(observation: Tensor, action: Tensor, next_observation: Tenso
     theta = torch.atan2(sin, cos)
     torque = action[..., 0].clamp(-2.0, 2.0)
     return -(theta**2 + 0.1 * theta_dot**2 + 0.001 * torque**2).unsqueeze(-1)
+
+
+def pendulum_dynamics(observation: Tensor, action: Tensor) -> Tensor:
+    """``Pendulum-v1``'s step (g 10, m 1, l 1, dt 0.05, speed within +-8) on ``[cos, sin, theta_dot]``."""
+    theta = torch.atan2(observation[..., 1], observation[..., 0])
+    speed = observation[..., 2] + (15.0 * torch.sin(theta) + 3.0 * action[..., 0].clamp(-2.0, 2.0)) * 0.05
+    speed = speed.clamp(-8.0, 8.0)
+    theta = theta + speed * 0.05
+    return torch.stack([torch.cos(theta), torch.sin(theta), speed], -1)
 
 
 def no_termination(observation: Tensor, action: Tensor, next_observation: Tensor) -> Tensor:

@@ -12,8 +12,9 @@ from mbrl_lightning.cli import main
 from mbrl_lightning.cli_help import algorithm_names
 
 FIT = [sys.executable, str(REPO_ROOT / "scripts" / "fit.py")]
-ALGORITHMS = ["A2C", "AtariDQN", "AtariSPR", "DDPG", "DQN", "DynaDDPG", "DynaQ", "ImaginationDDPG", "ImaginationDQN", "KnownModelMPC",
-              "MCTSAgent", "ModelBasedPPO", "PETS", "PPO", "TD3"]
+ALGORITHMS = ["A2C", "AtariDQN", "AtariSPR", "DDPG", "DQN", "DynaDDPG", "DynaQ", "ImaginationDDPG", "ImaginationDQN",
+              "ImaginationSAC", "ImaginationTD3", "KnownModelMPC", "MBPO", "MCTSAgent", "ModelBasedPPO", "PETS", "PPO", "SAC",
+              "TD3"]
 
 
 def test_help_shows_run_options_and_the_config_algorithm_not_unused_trainer_flags(subprocess_env) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,34 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker of tests that need a folder without a store."""
+    config.addinivalue_line("markers", "fresh_store: start in a folder with no mlruns/ (the store is created by the test)")
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store with its schema made once per worker: creating one costs seconds, copying it does not."""
+    from mlflow.tracking import MlflowClient
+
+    database = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{database}").search_experiments()
+    return database
+
+
 @pytest.fixture(autouse=True)
-def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in a fresh folder so ``mlruns/`` and ``checkpoints/`` never leak between tests."""
+def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
+    """Run in a fresh folder so ``mlruns/`` and ``checkpoints/`` never leak between tests.
+
+    The folder starts with a copy of an empty store (``mlruns/mlflow.db``), which is what the first
+    run in a folder creates; tests marked ``fresh_store`` start without one.
+    """
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     logging.getLogger("torchrl").setLevel(logging.WARNING)
+    if request.node.get_closest_marker("fresh_store") is None:
+        (tmp_path / "mlruns").mkdir()
+        shutil.copy(request.getfixturevalue("empty_store"), tmp_path / "mlruns" / "mlflow.db")
     return tmp_path
 
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import pickle
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import fit_args
 from tensordict import TensorDict
-from test_resume_every_config import empty_store  # noqa: F401  (the fixture)
 
 from mbrl_lightning.cli import MBRLCLI, main
 from mbrl_lightning.data.collector_kinds import worker_policy
@@ -63,20 +60,18 @@ def _assert_same_actions(module, policy, in_worker) -> None:
     torch.testing.assert_close(actions[1], actions[0], rtol=0, atol=0)
 
 
-def _module(config: str, store: Path, *overrides: str):
-    Path("mlruns").mkdir()
-    shutil.copy(store, Path("mlruns") / "mlflow.db")
+def _module(config: str, *overrides: str):
     return MBRLCLI(fit_args(config, *MULTI_SYNC, *overrides)).model
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_a_worker_copy_acts_like_the_learner_after_weight_sync(family: str, empty_store: Path) -> None:  # noqa: F811
-    module = _module(*FAMILIES[family][:1], empty_store, *FAMILIES[family][1:])
+def test_a_worker_copy_acts_like_the_learner_after_weight_sync(family: str) -> None:
+    module = _module(*FAMILIES[family])
     _assert_same_actions(module, *_worker_copy_after_sync(module, _perturb))
 
 
-def test_the_random_phase_ends_in_the_worker_when_it_ends_in_the_learner(empty_store: Path) -> None:  # noqa: F811
-    module = _module("pendulum_pets.yaml", empty_store, "--model.random_frames", "4")
+def test_the_random_phase_ends_in_the_worker_when_it_ends_in_the_learner() -> None:
+    module = _module("pendulum_pets.yaml", "--model.random_frames", "4")
     batch = module.env.make(seed=1).rollout(4, break_when_any_done=False).unsqueeze(0)
 
     def leave_the_random_phase(module) -> None:
@@ -117,10 +112,8 @@ class GreedyCheck:
         module.update = checked
 
 
-def test_workers_act_with_the_weights_of_the_batch_before(empty_store: Path) -> None:  # noqa: F811
+def test_workers_act_with_the_weights_of_the_batch_before() -> None:
     """Real worker processes: with no exploration, every action of a batch is the learner's greedy one."""
-    Path("mlruns").mkdir()
-    shutil.copy(empty_store, Path("mlruns") / "mlflow.db")
     args = fit_args("cartpole_dqn.yaml", "--model.collector", "multi_sync", "--model.env.init_args.num_envs", "2",
                     "--model.collector_workers", "1",
                     "--model.frames_per_batch", "16", "--model.total_frames", "64", "--model.learning_starts", "16",

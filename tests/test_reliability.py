@@ -111,6 +111,7 @@ MlflowClient(tracking_uri()).search_experiments(max_results=1)
 """
 
 
+@pytest.mark.fresh_store
 def test_runs_started_together_in_a_fresh_folder_share_one_store(subprocess_env) -> None:
     processes = [subprocess.Popen([sys.executable, "-c", _OPEN_STORE, str(i)], env=subprocess_env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,17 @@ from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.tracking import tracking_uri
 
-CONFIGS = sorted(CONF_DIR.glob("*.yaml"))
+# Twins that differ from a resumed config of the same algorithm only in the PyBullet env: what a
+# checkpoint saves and restores is the algorithm's, so the twin is left out to keep the suite short
+# (test_configs.py still builds every config, test_minitaur.py checks the Minitaur port itself).
+COVERED_BY = {
+    "ant": "half_cheetah",
+    "ant_imagination": "half_cheetah_imagination",
+    "minitaur": "half_cheetah",
+    "minitaur_imagination": "half_cheetah_imagination",
+    "inverted_pendulum_pets": "half_cheetah_pets",
+}
+CONFIGS = [path for path in sorted(CONF_DIR.glob("*.yaml")) if path.stem not in COVERED_BY]
 STEPS_PER_BATCH = 2  # agent steps of every env copy per batch: a resume cuts episodes in flight
 # Learning updates are cut to one of each kind where an algorithm updates on every batch; the
 # other algorithms stay in their warm-up (random actions, no updates) within two batches.
@@ -23,16 +32,14 @@ LIGHTER = {
 }
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite store with its schema made once: creating one costs seconds, copying it does not."""
-    database = tmp_path_factory.mktemp("store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{database}")
-    return database
-
-
 def _model_args(config: Path) -> dict:
     return yaml.safe_load(config.read_text())["model"]["init_args"]
+
+
+def test_every_left_out_config_has_a_resumed_twin_of_the_same_algorithm() -> None:
+    algorithm = lambda stem: yaml.safe_load((CONF_DIR / f"{stem}.yaml").read_text())["model"]["class_path"]  # noqa: E731
+    for left_out, twin in COVERED_BY.items():
+        assert CONF_DIR / f"{twin}.yaml" in CONFIGS and algorithm(left_out) == algorithm(twin), left_out
 
 
 def _num_envs(config: Path) -> int:
@@ -52,9 +59,7 @@ def _args(config: Path, batches: int, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
-def test_config_resumes_and_continues_its_run(config: Path, empty_store: Path) -> None:
-    Path("mlruns").mkdir()
-    shutil.copy(empty_store, Path("mlruns") / "mlflow.db")
+def test_config_resumes_and_continues_its_run(config: Path) -> None:
     first = run_fit(*_args(config, 1))
     run_id = first.trainer.logger.run_id
     frames = first.model.frames

@@ -38,12 +38,18 @@ class FrameCheckpoint(Callback):
         dirpath: local folder; default ``<default_root_dir>/checkpoints/<mlflow run id>``.
         upload: copy each checkpoint to the MLflow run under ``checkpoints/``.
         save_best: also keep ``best.ckpt``, the state at the best evaluation so far.
+        upload_buffer: put the whole frame replay (Atari) in every checkpoint, so a checkpoint
+            downloaded from MLflow resumes anywhere. Off: the frames stay once in
+            ``<dirpath>/replay_buffer/`` and checkpoints hold only their position, which costs what
+            changed since the previous checkpoint; resuming then needs that folder.
     """
 
     def __init__(
-        self, every_n_frames: int = 10_000, dirpath: str | None = None, upload: bool = True, save_best: bool = True
+        self, every_n_frames: int = 10_000, dirpath: str | None = None, upload: bool = True, save_best: bool = True,
+        upload_buffer: bool = False,
     ) -> None:
         self.every_n_frames = every_n_frames
+        self.upload_buffer = upload_buffer
         self.dirpath = dirpath
         self.upload = upload
         self.save_best = save_best
@@ -54,6 +60,19 @@ class FrameCheckpoint(Callback):
         self.final_return: float | None = None
         self.final_frame: int | None = None
         self._evaluations_seen = 0
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Give buffers that can keep their frames on disk a folder next to the checkpoints (before a resume loads them)."""
+        if self.upload_buffer:
+            return
+        rank = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+        for name, buffer in getattr(pl_module, "checkpointed_buffers", dict)().items():
+            if hasattr(buffer, "keep_in"):
+                buffer.keep_in(self.checkpoint_dir(trainer) / f"{name}_buffer{rank}")
+                if buffer.folder is not None and trainer.is_global_zero:
+                    print(f"Replay buffer {name!r} kept in {buffer.folder}; checkpoints hold its position only, so a "
+                          "resume needs this folder (--checkpoint.upload_buffer true puts it in every checkpoint)",
+                          flush=True)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Count evaluations from the module's state; a resumed run's best checkpoint is the one it wrote."""
@@ -105,18 +124,27 @@ class FrameCheckpoint(Callback):
         return Path(trainer.default_root_dir) / "checkpoints" / run_id
 
     def save(self, trainer: Trainer, name: str = LAST_CHECKPOINT) -> Path:
-        """Write ``name`` (default ``last.ckpt``) atomically, then upload it."""
+        """Write ``name`` (default ``last.ckpt``) atomically after the metrics logged so far are committed, then upload it."""
         folder = self.checkpoint_dir(trainer)
         path = folder / name
         partial = folder / (name + ".partial")
         trainer.save_checkpoint(partial, weights_only=False)
         if trainer.is_global_zero:
-            os.replace(partial, path)
             logger = trainer.logger
+            if isinstance(logger, MLFlowLogger):
+                from mbrl_lightning.tracking.store import commit_metrics  # tracking imports this module
+
+                # Published only once the metrics it follows are durable (see commit_metrics).
+                commit_metrics(logger)
+            os.replace(partial, path)
             if self.upload and isinstance(logger, MLFlowLogger) and not _link_artifact(logger, path):
                 logger.experiment.log_artifact(logger.run_id, str(path), ARTIFACT_DIR)
         if name == LAST_CHECKPOINT:
             self.last_path = path
+            # Buffers kept on disk journal overwrites from this position on (the newest last.ckpt's).
+            for buffer in getattr(trainer.lightning_module, "checkpointed_buffers", dict)().values():
+                if hasattr(buffer, "restore_point_saved"):
+                    buffer.restore_point_saved()
         return path
 
 
@@ -126,7 +154,15 @@ def _link_artifact(logger: MLFlowLogger, path: Path) -> bool:
     MLflow's ``log_artifact`` copies the file, which doubles every checkpoint on disk when the
     artifact store is local (116 MB per Atari ``last.ckpt``).
     """
-    location = urlparse(logger.experiment.get_run(logger.run_id).info.artifact_uri)
+    from mbrl_lightning.tracking.resilient import is_unreachable  # tracking imports this module
+
+    try:
+        location = urlparse(logger.experiment.get_run(logger.run_id).info.artifact_uri)
+    except Exception as error:
+        # A tracking server that is away cannot say where its artifacts are: upload, which keeps the call on disk.
+        if not is_unreachable(error):
+            raise
+        return False
     if location.scheme not in ("", "file"):
         return False
     folder = Path(url2pathname(location.path)) / ARTIFACT_DIR

@@ -12,6 +12,7 @@ import torch
 from tensordict import MemoryMappedTensor, TensorDict, TensorDictBase
 
 from mbrl_lightning.data.replay import StorageKind
+from mbrl_lightning.data.ring_journal import RingJournal, remove_journals
 from mbrl_lightning.errors import ConfigurationError
 
 # Small per-transition data a learner needs besides the frames and ``step_count``.
@@ -47,6 +48,12 @@ class FrameStackReplay:
         frame_stack: frames per observation.
         storage: ``memmap`` (files in ``scratch_dir`` or a temporary folder) or ``memory``.
         scratch_dir: folder of the memory-mapped files.
+
+    Checkpoints: by default :meth:`state_dict` holds the filled frames (a full copy each time).
+    After :meth:`keep_in` (the checkpoint callback calls it with a folder next to the run's
+    checkpoints) the frames live once in that folder, a checkpoint holds the write position and
+    the per-step data, and a :class:`~mbrl_lightning.data.ring_journal.RingJournal` keeps the rows
+    overwritten since the newest ``last.ckpt`` so that it restores exactly.
     """
 
     def __init__(
@@ -72,12 +79,44 @@ class FrameStackReplay:
         self.frames: torch.Tensor | None = None
         self.next_frames: torch.Tensor | None = None
         self.data: TensorDictBase | None = None
+        self.folder: Path | None = None  # where the frames are kept across checkpoints (keep_in)
+        self.steps: torch.Tensor | None = None  # absolute step each slot holds, for checking a restore
+        self.journal: RingJournal | None = None
 
     # ----------------------------------------------------------------- storage
-    def _allocate(self, batch: TensorDictBase) -> None:
+    def keep_in(self, folder: str | Path) -> None:
+        """Keep the frames in ``folder`` from now on, so that checkpoints reference them instead of copying them."""
+        if self.storage == "memmap" and self.frames is None:
+            self.folder = Path(folder).resolve()
+
+    def _open_kept(self, frame_shape: tuple[int, ...], create: bool) -> None:
+        shape = (self.slots, self.num_envs, *frame_shape)
+        files = {"frames": (shape, torch.uint8), "next_frames": (shape, torch.uint8), "steps": ((self.slots,), torch.int64)}
+        if create:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            remove_journals(self.folder)
+        for name, (size, dtype) in files.items():
+            path = self.folder / f"{name}.memmap"
+            if create:
+                tensor = MemoryMappedTensor.empty(size, dtype=dtype, filename=path)
+            elif path.is_file():
+                tensor = MemoryMappedTensor.from_filename(path, dtype, torch.Size(size))
+            else:
+                raise ConfigurationError(
+                    f"replay buffer: {path} is missing; checkpoints saved with checkpoint.upload_buffer=false keep "
+                    "the frames in that folder, so resume where it is, or from a checkpoint saved with "
+                    "--checkpoint.upload_buffer true."
+                )
+            setattr(self, name, tensor)
+        if create:
+            self.steps.fill_(-1)
+
+    def _allocate(self, batch: TensorDictBase, create: bool = True) -> None:
         frame_shape = batch["observation"].shape[-2:]
         shape = (self.slots, self.num_envs, *frame_shape)
-        if self.storage == "memmap":
+        if self.folder is not None:
+            self._open_kept(tuple(frame_shape), create)
+        elif self.storage == "memmap":
             folder = Path(tempfile.mkdtemp(prefix="frames-", dir=self.scratch_dir))
             weakref.finalize(self, shutil.rmtree, folder, True)
             self.frames = MemoryMappedTensor.empty(shape, dtype=torch.uint8, filename=folder / "frames.memmap")
@@ -97,10 +136,13 @@ class FrameStackReplay:
             self._allocate(batch)
         steps = batch.shape[1]
         slots = torch.arange(self.written, self.written + steps) % self.slots
+        self._journal_overwrites(slots, torch.arange(self.written, self.written + steps) - self.slots)
         time_major = batch.transpose(0, 1)
         self.frames[slots] = time_major["observation"][..., -1, :, :]
         self.next_frames[slots] = time_major["next", "observation"][..., -1, :, :]
         self.data[slots] = time_major.exclude(*FRAME_KEYS)
+        if self.steps is not None:
+            self.steps[slots] = torch.arange(self.written, self.written + steps)
         self.written += steps
 
     def __len__(self) -> int:
@@ -148,16 +190,41 @@ class FrameStackReplay:
         return transitions
 
     # ----------------------------------------------------------------- checkpoints
+    def _rows(self, slots: torch.Tensor) -> torch.Tensor:
+        """What the journal keeps of ``slots``: step stamp, frames and next frames, as ``[k, bytes]`` uint8."""
+        count = len(slots)
+        return torch.cat([self.steps[slots].contiguous().view(torch.uint8).reshape(count, 8),
+                          self.frames[slots].reshape(count, -1), self.next_frames[slots].reshape(count, -1)], 1)
+
+    def _journal_overwrites(self, slots: torch.Tensor, old_steps: torch.Tensor) -> None:
+        """Before overwriting, journal the rows the newest checkpoint still holds (steps in ``[0, since)``)."""
+        if self.journal is None:
+            return
+        needed = (old_steps >= 0) & (old_steps < self.journal.since)
+        if needed.any():
+            self.journal.append(slots[needed], self._rows(slots[needed]))
+
+    def restore_point_saved(self) -> None:
+        """The newest ``last.ckpt`` now holds this position: journal overwrites from here, drop older journals."""
+        if self.folder is None or self.frames is None:
+            return
+        self.journal = RingJournal(self.folder, self.written, 8 + 2 * self.frames[0].numel())
+        remove_journals(self.folder, keep=self.journal.path)
+
     def state_dict(self) -> dict[str, Any]:
-        """The filled part of the buffer (for checkpoints that resume exactly)."""
+        """The filled part of the buffer (for checkpoints that resume exactly); only its position where frames are kept."""
         if self.frames is None:
             return {"written": 0}
         filled = min(self.written, self.slots)
+        data = self.data[:filled].flatten_keys(".").to_dict()
+        if self.folder is not None:
+            return {"written": self.written, "folder": str(self.folder), "frame_shape": list(self.frames.shape[2:]),
+                    "data": data}
         return {
             "written": self.written,
             "frames": self.frames[:filled].clone(),
             "next_frames": self.next_frames[:filled].clone(),
-            "data": self.data[:filled].flatten_keys(".").to_dict(),
+            "data": data,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -165,11 +232,35 @@ class FrameStackReplay:
         self.written = state["written"]
         if not self.written:
             return
-        filled = state["frames"].shape[0]
+        filled = min(self.written, self.slots)
         data = TensorDict(state["data"], batch_size=[filled, self.num_envs]).unflatten_keys(".")
         batch = data[:1].transpose(0, 1).clone()
+        if "folder" in state:
+            self.folder = Path(state["folder"])
+            batch["observation"] = torch.zeros(self.num_envs, 1, *state["frame_shape"], dtype=torch.uint8)
+            self._allocate(batch, create=False)
+            self.data[:filled] = data
+            self._replay_journal()
+            return
         batch["observation"] = state["frames"][:1].unsqueeze(2).transpose(0, 1)
         self._allocate(batch)
         self.frames[:filled] = state["frames"]
         self.next_frames[:filled] = state["next_frames"]
         self.data[:filled] = data
+
+    def _replay_journal(self) -> None:
+        """Write back the rows overwritten after the checkpoint, then check that every slot holds its step."""
+        self.restore_point_saved()  # the journal of this position (empty if nothing was overwritten)
+        slots, rows = self.journal.records()
+        if len(slots):
+            frame_bytes = self.frames[0].numel()
+            self.steps[slots] = rows[:, :8].contiguous().view(torch.int64).reshape(-1)
+            self.frames[slots] = rows[:, 8:8 + frame_bytes].reshape(self.frames[slots].shape)
+            self.next_frames[slots] = rows[:, 8 + frame_bytes:].reshape(self.next_frames[slots].shape)
+            self.journal.reset()
+        window = torch.arange(max(0, self.written - self.slots), self.written)
+        if (self.steps[window % self.slots] != window).any():
+            raise ConfigurationError(
+                f"replay buffer in {self.folder}: frames this checkpoint needs (step {self.written:,}) were overwritten "
+                "after it was saved; only the newest last.ckpt resumes with its buffer."
+            )

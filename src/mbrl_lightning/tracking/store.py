@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.errors import ConfigurationError
-from mbrl_lightning.tracking.resilient import TrackingServerLogger, close_clients, quick_requests
+from mbrl_lightning.tracking.resilient import BufferedClient, TrackingServerLogger, close_clients, quick_requests
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = Path("mlruns") / "artifacts"
@@ -53,8 +53,13 @@ def ui_command() -> str:
 
 
 def uses_embedded_store() -> bool:
-    """Whether runs go to the embedded store under ``mlruns/`` (no ``MLFLOW_TRACKING_URI``)."""
-    return not os.environ.get("MLFLOW_TRACKING_URI")
+    """Whether runs go to the embedded store under ``mlruns/`` (no ``MLFLOW_TRACKING_URI`` of the user's).
+
+    ``mlflow.set_tracking_uri`` exports the URI it is given as ``MLFLOW_TRACKING_URI``, so after
+    :func:`make_logger` the variable holds the embedded store's own URI: that is still no server.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return not uri or uri.removeprefix("sqlite:///") in map(str, _READY_STORES)
 
 
 def artifact_location(experiment_name: str) -> str | None:
@@ -106,6 +111,19 @@ def check_reachable() -> None:
             f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({type(error).__name__}); "
             "start it, fix the address, or unset MLFLOW_TRACKING_URI to use the embedded store."
         ) from None
+
+
+def commit_metrics(logger: MLFlowLogger) -> None:
+    """Make every metric ``logger`` has taken durable: written to its store, or to the on-disk spool while a server is away.
+
+    A checkpoint is published only after this: a run killed later resumes from that checkpoint
+    and logs again only the steps after it, so any metric before it that was still queued in
+    memory would be lost for good.
+    """
+    client = logger.experiment
+    if isinstance(client, BufferedClient):
+        client.flush()
+    mlflow.flush_async_logging()  # the embedded store's queue (make_logger set the process-wide URI)
 
 
 def flush_metrics() -> None:

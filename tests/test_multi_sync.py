@@ -39,6 +39,8 @@ def _perturb(module: torch.nn.Module) -> None:
         for tensor in [*module.parameters(), *module.buffers()]:
             if tensor.is_floating_point():
                 tensor.mul_(0.5).add_(0.1)
+            elif tensor.dtype == torch.bool:  # a phase flag (the off-policy warm-up) flips, as learning starts
+                tensor.logical_not_()
 
 
 def _worker_copy_after_sync(module, train) -> tuple:

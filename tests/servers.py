@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -186,3 +187,72 @@ def shared_team_servers(shared_folder: Path):
                     _stop_all(TeamServers(**record["servers"]))
                 record = {"users": 0}
             state.write_text(json.dumps(record))
+
+
+class Outage:
+    """A TCP forwarder in front of a running server: closing it is an outage, reopening it the return.
+
+    The server itself keeps running (restarting ``mlflow server`` costs tens of seconds on a small
+    machine); the client sees what it sees when a server goes away: refused connections, and the
+    open ones cut.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_port()
+        self._target_port = target_port
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.reopen()
+
+    @property
+    def uri(self) -> str:
+        """``MLFLOW_TRACKING_URI`` through the forwarder."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def reopen(self) -> None:
+        """Listen again on the same port and forward every new connection."""
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def close(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        self._listener.close()
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            connection.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed: the outage began
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self._target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy bytes one way until either side closes."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -15,7 +15,7 @@ import torch
 import yaml
 from conftest import CONF_DIR, REPO_ROOT, fit_args, run_fit
 from mlflow.tracking import MlflowClient
-from servers import ServerUnavailable, free_port, shared_team_servers, start_mlflow, stop_process_group
+from servers import Outage, ServerUnavailable, shared_team_servers
 
 from mbrl_lightning.tuning.command import main as tune_main
 
@@ -91,28 +91,26 @@ def _wait_for(condition, seconds: float, process: subprocess.Popen, what: str) -
 
 
 def test_a_server_that_goes_away_mid_run_loses_no_metric_and_training_goes_on(team, subprocess_env) -> None:
-    # A second server on the team's database: this one is stopped and started again.
-    port = free_port()
-    log = Path("mlflow.log")
-    server = start_mlflow(team.database_url("mlflow"), team.artifacts, port, log)
-    uri = f"http://127.0.0.1:{port}"
+    # The run talks to the team's server through a forwarder that is closed and reopened: an outage.
+    outage = Outage(team.mlflow_port)
+    uri = outage.uri
     command = [sys.executable, str(REPO_ROOT / "scripts" / "fit.py"),
                *fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "1000000", "--experiment_name", "outage")]
     fit = subprocess.Popen(command, env={**subprocess_env, "MLFLOW_TRACKING_URI": uri},
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: list(Path("checkpoints").rglob("last.ckpt")), 600, fit, "first checkpoint")
-        stop_process_group(server.pid)
+        outage.close()
         spooled = lambda: list(Path("mlruns/offline").rglob("operations.jsonl"))  # noqa: E731
         _wait_for(lambda: spooled() and "log_artifact" in spooled()[0].read_text(), 600, fit, "checkpoint while away")
-        server = start_mlflow(team.database_url("mlflow"), team.artifacts, port, log)
+        outage.reopen()
         _wait_for(lambda: not spooled(), 120, fit, "upload of the kept calls")
         fit.send_signal(signal.SIGTERM)
         _, stderr = fit.communicate(timeout=120)
     finally:
         if fit.poll() is None:
             fit.kill()
-        stop_process_group(server.pid)
+        outage.close()
     assert fit.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     warnings = [line for line in stderr.splitlines() if "does not answer" in line]
     assert len(warnings) == 1 and "training goes on" in warnings[0], stderr[-3000:]

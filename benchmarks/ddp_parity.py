@@ -1,18 +1,26 @@
 """Does DDP on N processes train to the same return as 1 process with the same total frames? JSON lines.
 
-    python benchmarks/ddp_parity.py --config conf/cartpole_dqn.yaml --frames 16384 --seeds 0 1 2
+    python benchmarks/ddp_parity.py --config conf/cartpole_mbppo.yaml --frames 16384 --seeds 0 1 2 \
+        --eval_every 1024 > benchmarks/results/ddp_parity_cartpole_mbppo.jsonl
+    # continue it: the (seed, processes) pairs already recorded are skipped
+    python benchmarks/ddp_parity.py --config conf/cartpole_mbppo.yaml --frames 16384 --seeds 0 1 2 \
+        --eval_every 1024 --extend benchmarks/results/ddp_parity_cartpole_mbppo.jsonl
 
 Each seed is trained twice through ``scripts/fit.py`` (a subprocess, as a user launches it): once
 in one process and once with ``--trainer.strategy ddp --trainer.devices N --trainer.accelerator
-cpu`` (gloo). The frame budget is global, so both see the same number of real frames. One line per
-run holds the evaluation curve, its best and final values, and the wall seconds; a last line
-compares the two modes over seeds.
+cpu`` (gloo). A DDP run is the one-process run split over the ranks: ``total_frames`` and
+``frames_per_batch`` count the frames of all ranks, each rank collecting ``frames_per_batch / N``
+per update, so both modes see the same frames and take the same number of updates. The config's
+callbacks stay (``conf/cartpole_mbppo.yaml`` stops at the first evaluation of 500). One line per
+run holds its command, the evaluation curve, its best and final values, and the wall seconds; a
+last line compares the two modes over the seeds recorded so far.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -26,24 +34,30 @@ from mbrl_lightning.tracking import tracking_uri
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(config: str, frames: int, seed: int, processes: int, eval_every: int, extra: list[str]) -> dict:
-    """Train one seed in ``processes`` processes; return its JSON record."""
-    experiment = f"ddp_parity_{processes}p"
-    command = [sys.executable, str(REPO_ROOT / "scripts" / "fit.py"), "--config", config,
+def fit_command(config: str, frames: int, seed: int, processes: int, eval_every: int, extra: list[str]) -> list[str]:
+    """The ``scripts/fit.py`` command of one seed in ``processes`` processes."""
+    command = [sys.executable, "scripts/fit.py", "--config", config,
                "--model.total_frames", str(frames), "--model.eval_every_frames", str(eval_every),
-               "--seed_everything", str(seed), "--experiment_name", experiment,
+               "--seed_everything", str(seed), "--experiment_name", f"ddp_parity_{processes}p",
                "--trainer.enable_progress_bar", "false", *extra]
     if processes > 1:
         command += ["--trainer.strategy", "ddp", "--trainer.devices", str(processes), "--trainer.accelerator", "cpu"]
+    return command
+
+
+def run(command: list[str], processes: int, seed: int, frames: int) -> dict:
+    """Train one seed with ``command``; return its JSON record."""
     started = time.time()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
     seconds = time.time() - started
     client = MlflowClient(tracking_uri())
-    run_info = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
-                                  order_by=["attributes.start_time DESC"], max_results=1)[0]
+    experiment = client.get_experiment_by_name(f"ddp_parity_{processes}p")
+    run_info = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
     curve = sorted(client.get_metric_history(run_info.info.run_id, "eval/return_mean"), key=lambda m: m.step)
     return {
+        "command": shlex.join(["python", *command[1:]]),
         "processes": processes, "seed": seed, "frames": frames,
+        "frames_run": int(run_info.data.metrics["train/env_frames"]),
         "eval_curve": {m.step: round(m.value, 1) for m in curve},
         "best_eval": round(max(m.value for m in curve), 1), "final_eval": round(curve[-1].value, 1),
         "seconds": round(seconds, 1), "run_id": run_info.info.run_id,
@@ -57,23 +71,35 @@ def main() -> None:
     parser.add_argument("--eval_every", type=int, default=4_096)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--extend", type=Path, help="append to this record, skipping the runs it holds")
     parser.add_argument("extra", nargs="*", help="overrides passed to fit.py after --")
     args = parser.parse_args()
-    records = {1: [], args.processes: []}
+    out = args.extend.open("a") if args.extend else sys.stdout
+    done = [json.loads(line) for line in args.extend.read_text().splitlines()] if args.extend else []
+    records: dict[int, list[dict]] = {1: [], args.processes: []}
+    for record in done:
+        if record.get("processes") in records and record.get("frames") == args.frames:
+            records[record["processes"]].append(record)
     for seed in args.seeds:
         for processes in records:
-            record = run(args.config, args.frames, seed, processes, args.eval_every, args.extra)
+            if any(r["seed"] == seed for r in records[processes]):
+                continue
+            command = fit_command(args.config, args.frames, seed, processes, args.eval_every, args.extra)
+            record = run(command, processes, seed, args.frames)
             records[processes].append(record)
-            print(json.dumps(record), flush=True)
+            print(json.dumps(record), file=out, flush=True)
     summary = {
         f"{p}p": {
+            "seeds": [r["seed"] for r in rs],
             "best_eval_mean": round(statistics.mean(r["best_eval"] for r in rs), 1),
             "final_eval_mean": round(statistics.mean(r["final_eval"] for r in rs), 1),
+            "frames_run_mean": round(statistics.mean(r["frames_run"] for r in rs)),
             "seconds_mean": round(statistics.mean(r["seconds"] for r in rs), 1),
         }
-        for p, rs in records.items()
+        for p, rs in records.items() if rs
     }
-    print(json.dumps({"config": args.config, "frames": args.frames, "seeds": args.seeds, "summary": summary}))
+    print(json.dumps({"config": args.config, "frames": args.frames, "summary": summary,
+                      "command": shlex.join(["python", *sys.argv])}), file=out, flush=True)
 
 
 if __name__ == "__main__":

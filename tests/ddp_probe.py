@@ -58,6 +58,15 @@ class RankReport(Callback):
             stored = buffer[:]
             buffers[name] = {"size": len(buffer), "observation_sum": float(stored["observation"].double().sum())}
         weights = torch.cat([p.detach().flatten() for p in pl_module.parameters()])
+        # Per part, so a difference points at what differs: each child's weights and running
+        # statistics, the optimizers' moments, the rank's confidence and beta where it has them.
+        parts = {name: float(sum(t.detach().double().sum() for t in [*child.parameters(), *child.buffers()]))
+                 for name, child in pl_module.named_children()}
+        optimizers = [float(sum(v.double().sum() for state in o.state.values() for v in state.values()
+                                if torch.is_tensor(v))) for o in trainer.optimizers]
+        learner = getattr(pl_module, "model_learner", None)
+        scalars = {"confidence": getattr(learner, "confidence", None),
+                   "beta": getattr(getattr(pl_module, "beta", None), "value", None)}
         report = {
             "rank": trainer.global_rank,
             "world_size": trainer.world_size,
@@ -65,6 +74,9 @@ class RankReport(Callback):
             "episodes": pl_module.episodes,
             "buffers": buffers,
             "weights": weights.double().tolist(),
+            "parts": parts,
+            "optimizers": optimizers,
+            "scalars": scalars,
             "updates": self.updates,
             "snapshots": self.snapshots,
         }

@@ -17,6 +17,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.data import ReplayBuffer, TensorSpec
 
+from mbrl_lightning.algorithms.rank_agreement import RankAgreement
 from mbrl_lightning.algorithms.rank_shards import OTHER_RANKS_KEY, gather_other_ranks, own_extras, use_own_loader_state
 from mbrl_lightning.algorithms.rng_state import capture_rng, restore_rng
 from mbrl_lightning.data import CollectorStream
@@ -31,7 +32,7 @@ Metrics = dict[str, float]
 RANK_SEED_OFFSET = 10_007
 
 
-class RLModule(LightningModule, ABC):
+class RLModule(RankAgreement, LightningModule, ABC):
     """Template for every algorithm: a subclass says what one update is, nothing more.
 
     The module owns the collector stream, the frame budget, the replay buffer (when the
@@ -52,8 +53,11 @@ class RLModule(LightningModule, ABC):
         collector_workers: processes of the ``multi_sync`` collector; ``env.num_envs`` is split
             evenly between them.
 
-    Under DDP every rank collects ``frames_per_batch`` frames per step with its own env seeds and
-    keeps its own replay buffer; ``total_frames`` and the logged frame count are sums over ranks.
+    Under DDP on N processes the run is the same run split over ranks: ``total_frames``,
+    ``frames_per_batch`` and the logged frame count are sums over ranks, each rank collecting
+    ``frames_per_batch / N`` frames per step (with ``env.num_envs / N`` copies where that divides)
+    with its own env seeds into its own replay shard, so the run takes as many updates per frame
+    as in one process.
     """
 
     automatic_optimization = False
@@ -170,25 +174,20 @@ class RLModule(LightningModule, ABC):
     def train_dataloader(self) -> CollectorStream:
         """Real transitions from the collector, one batch per training step, until the budget ends."""
         workers = self.collector_workers
+        envs, frames = self.rank_collection()
         self._stream = CollectorStream(
-            make_env=lambda: self.env.make(seed=self.env_seed),
+            make_env=lambda: self.env.make(num_envs=envs, seed=self.env_seed),
             policy=self.exploration_policy,
-            frames_per_batch=self.frames_per_batch,
+            frames_per_batch=frames,
             frames_left=lambda: self.total_frames - self.frames,
             collector=self.collector,
             # Picklable builders (no closure over the module): the workers are other processes.
-            make_worker_env=lambda index: partial(self.env.make, self.env.num_envs // workers, self.env_seed + index * 7919),
+            make_worker_env=lambda index: partial(self.env.make, envs // workers, self.env_seed + index * 7919),
             workers=workers,
             worker_modules=self.worker_modules(),
         )
         self._stream.load_state_dict(self._episodes_to_continue)
         return self._stream
-
-    @property
-    def world_size(self) -> int:
-        """Processes training together (1 without DDP)."""
-        trainer = self._trainer
-        return trainer.world_size if trainer is not None else 1
 
     @property
     def env_seed(self) -> int:
@@ -197,8 +196,20 @@ class RLModule(LightningModule, ABC):
         return self.seed + self.frames + rank * RANK_SEED_OFFSET
 
     def setup(self, stage: str) -> None:
-        """Under DDP, give every rank its own random stream (exploration noise, sampling)."""
+        """Under DDP, check that the batch splits over ranks and give every rank its own random stream."""
         if self.world_size > 1:
+            envs, frames = self.rank_collection()
+            if self.frames_per_batch % self.world_size or frames % envs:
+                raise ConfigurationError(
+                    f"model.frames_per_batch={self.frames_per_batch}: on {self.world_size} DDP processes each "
+                    f"collects frames_per_batch/{self.world_size} frames with {envs} env copies; it must be a "
+                    f"multiple of {self.world_size * envs}."
+                )
+            if self.collector == "multi_sync" and envs % self.collector_workers:
+                raise ConfigurationError(
+                    f"model.collector_workers={self.collector_workers}: must divide the {envs} env copies of each "
+                    f"of the {self.world_size} DDP processes."
+                )
             seed = (self.seed + self.global_rank * RANK_SEED_OFFSET) % 2**31
             torch.manual_seed(seed)
             np.random.seed(seed)
@@ -225,31 +236,6 @@ class RLModule(LightningModule, ABC):
         self.log_frames(metrics)
         if self.frames >= self.total_frames:
             self.trainer.should_stop = True
-
-    def global_frames(self, local_frames: int) -> int:
-        """Frames collected by all ranks together in this step (``local_frames`` without DDP)."""
-        if self.world_size == 1:
-            return local_frames
-        total = self.trainer.strategy.reduce(torch.tensor(local_frames, device=self.device), reduce_op="sum")
-        return int(total.item())
-
-    def mean_over_ranks(self, value: float) -> float:
-        """``value`` averaged over DDP ranks, for decisions that set how many gradient steps a rank takes.
-
-        DDP synchronises gradients inside every backward pass, so all ranks must take the same
-        number of them; a count derived from local data (say, a world model's held-out confidence)
-        would otherwise differ between ranks and leave one waiting for the other forever.
-        """
-        if self.world_size == 1:
-            return value
-        total = self.trainer.strategy.reduce(torch.tensor(float(value), device=self.device), reduce_op="mean")
-        return float(total.item())
-
-    def max_over_ranks(self, count: int) -> int:
-        """The largest ``count`` of all DDP ranks, for gradient-step counts derived from local data."""
-        if self.world_size == 1:
-            return count
-        return int(self.trainer.strategy.reduce(torch.tensor(count, device=self.device), reduce_op="max").item())
 
     def on_train_epoch_start(self) -> None:
         """Stop at once when a resumed run has already spent its budget."""

@@ -181,9 +181,8 @@ class ModelBasedPPO(ModelBased, PPO):
         """How many rollouts to imagine now: interpolated by confidence, or fixed."""
         if not self.adaptive_rollouts:
             return self.max_rollouts
-        # Under DDP every rank must take the same number of gradient steps: agree on one confidence.
-        confidence = self.mean_over_ranks(self.confidence)
-        return interpolate_rollouts(confidence, self.confidence_threshold, self.min_rollouts, self.max_rollouts)
+        # Under DDP the confidence is already agreed over ranks (``learn_model``), so the count is too.
+        return interpolate_rollouts(self.confidence, self.confidence_threshold, self.min_rollouts, self.max_rollouts)
 
     def imagine_rollouts(self, batch: TensorDictBase, metrics: Metrics) -> TensorDictBase | None:
         """Current-policy rollouts in the model from states of the newest real batch."""
@@ -191,6 +190,8 @@ class ModelBasedPPO(ModelBased, PPO):
         metrics["imagination/rollouts"] = float(count)
         if count == 0:
             return None
+        # Under DDP each rank imagines its share of the rollouts, from its own real states.
+        count = -(-count // self.world_size)
         observations = batch["observation"].reshape(-1, batch["observation"].shape[-1])
         index = torch.randint(observations.shape[0], (count,), device=observations.device)
         start = batch.reshape(-1)[index].select("observation")
@@ -245,7 +246,7 @@ class ModelBasedPPO(ModelBased, PPO):
         """Curiosity gradient steps on minibatches of real and imagined transitions."""
         optimize = self.gradient_step(self._optimizer_slot["curiosity"])
         size = samples.numel()
-        minibatch = min(self.minibatch_size or size, size)
+        minibatch = min(self.per_rank(self.minibatch_size) or size, size)
         total = 0.0
         for _ in range(self.curiosity_updates_per_batch):
             terms = self.curiosity.loss(samples[torch.randint(size, (minibatch,), device=samples.device)])
@@ -255,10 +256,18 @@ class ModelBasedPPO(ModelBased, PPO):
         return {"loss/curiosity": total / max(self.curiosity_updates_per_batch, 1)}
 
     def adapt_beta(self, batch: TensorDictBase) -> Metrics:
-        """Move beta against the trend of finished episodes' extrinsic returns."""
+        """Move beta against the trend of finished episodes' extrinsic returns (of every DDP rank)."""
         done = batch["next", "done"].squeeze(-1)
-        if done.any():
-            self.beta.update(batch["next", "episode_reward"].squeeze(-1)[done].mean().item())
+        returns = batch["next", "episode_reward"].squeeze(-1)[done]
+        if self.world_size > 1:
+            # Every rank moves beta by the mean return of all ranks' finished episodes, so beta agrees.
+            local = torch.stack([returns.double().sum(), torch.tensor(float(returns.numel()), dtype=torch.float64)])
+            total, finished = self.sum_over_ranks(local).tolist()
+            mean = total / finished if finished else None
+        else:
+            mean = returns.mean().item() if returns.numel() else None
+        if mean is not None:
+            self.beta.update(mean)
         return {"curiosity/beta": self.beta.value}
 
     # ----------------------------------------------------------------- checkpoint

@@ -63,7 +63,11 @@ class ModelBased(RLModule):
 
     def learn_model(self, trajectories: TensorDictBase, fresh_loss: float | None = None) -> Metrics:
         """Train the world model with its optimizer and measure it on ``trajectories`` (see ``WorldModelLearner.fit``)."""
-        return self.model_learner.fit(trajectories, self.gradient_step(self._model_optimizer_index), fresh_loss)
+        metrics = self.model_learner.fit(trajectories, self.gradient_step(self._model_optimizer_index), fresh_loss)
+        # Under DDP each rank measured the model on its own held-out share: all take the mean, so
+        # decisions and weights read from the confidence agree (rollout counts set gradient steps).
+        self.model_learner.confidence = self.mean_over_ranks(self.model_learner.confidence)
+        return metrics
 
     def checkpointed_state(self) -> dict[str, Any]:
         """The learner's held-out buffer and confidence, besides the base class's parts."""

@@ -44,7 +44,7 @@ class OnPolicyModule(RLModule):
         gamma: discount factor.
         gae_lambda: GAE bias-variance trade-off.
         epochs: passes over each batch.
-        minibatch_size: samples per gradient step (0: the whole batch).
+        minibatch_size: samples per gradient step (0: the whole batch); under DDP summed over ranks.
         max_grad_norm: gradient-norm clip (None: no clipping).
         entropy_coeff: weight of the entropy bonus.
         critic_coeff: weight of the value loss.
@@ -127,7 +127,8 @@ class OnPolicyModule(RLModule):
         """Gradient steps over shuffled minibatches of ``samples``; returns mean loss terms."""
         optimizer = self.optimizer(0)
         size = samples.numel()
-        minibatch = self.minibatch_size or size
+        # Under DDP a minibatch of one process is split over the ranks (DDP averages their gradients).
+        minibatch = self.per_rank(self.minibatch_size) or size
         # Ranks may hold different sample counts (imagined samples): all take the largest step count.
         per_epoch = self.max_over_ranks(minibatch_count(size, minibatch))
         totals: dict[str, torch.Tensor] = {}

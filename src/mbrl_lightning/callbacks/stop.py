@@ -25,7 +25,11 @@ class StopAtReturn(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_: object) -> None:
         """Ask the trainer to stop when the latest evaluation reached the threshold."""
         value = trainer.callback_metrics.get("eval/return_mean")
-        if value is not None and float(value) >= self.threshold:
+        reached = value is not None and float(value) >= self.threshold
+        if trainer.world_size > 1:
+            # DDP ranks must stop at the same batch, or one waits for the other forever.
+            reached = trainer.strategy.reduce_boolean_decision(reached, all=False)
+        if reached and value is not None:
             self.reached_return, self.reached_frame = float(value), pl_module.frames
             trainer.should_stop = True
 

@@ -10,6 +10,7 @@ from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer
 
 from mbrl_lightning.data import make_replay_buffer
+from mbrl_lightning.distributed import process_count
 from mbrl_lightning.errors import ConfigurationError, require
 from mbrl_lightning.world_models.contract import DynamicsModel
 from mbrl_lightning.world_models.deterministic import MLPWorldModel
@@ -148,8 +149,10 @@ class WorldModelLearner:
             return train_until_converged(self.world_model, training, held_out, self.batch_size, optimize,
                                          self.early_stopping_patience, self.max_epochs, self.min_improvement)
         metrics: dict[str, float] = {}
+        # Under DDP each rank samples its share of the batch from its own data; DDP averages the gradients.
+        batch_size = max(self.batch_size // process_count(), 1)
         for _ in range(self.updates_per_batch):
-            metrics = world_model_step(self.world_model, self.replay_buffer.sample(self.batch_size).to(device), optimize)
+            metrics = world_model_step(self.world_model, self.replay_buffer.sample(batch_size).to(device), optimize)
         return metrics
 
     def measure(self, trajectories: TensorDictBase, fresh_loss: float | None = None) -> dict[str, float]:

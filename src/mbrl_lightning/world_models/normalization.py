@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mbrl_lightning.distributed import gather_from_ranks
+
 
 class RunningNormalizer(nn.Module):
     """Per-feature mean and standard deviation over all data seen (Chan et al. parallel update).
@@ -30,13 +32,23 @@ class RunningNormalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        """Fold a batch ``[..., size]`` into the statistics."""
+        """Fold a batch ``[..., size]`` into the statistics; under DDP, every rank's batch, in rank order.
+
+        One process sees all the data; DDP ranks each see their own, and DDP would copy rank 0's
+        buffers over the others' at every step: so every rank folds in all ranks' batches and all
+        hold the statistics of all the data, as one process would.
+        """
         x = x.reshape(-1, x.shape[-1]).to(torch.float64)
         n = x.shape[0]
+        batch_mean = x.mean(0) if n else torch.zeros_like(self.mean)
+        batch_m2 = ((x - batch_mean) ** 2).sum(0)
+        for part in gather_from_ranks(torch.cat([batch_mean.new_tensor([n]), batch_mean, batch_m2])):
+            self._fold(part[0], part[1:1 + self.mean.numel()], part[1 + self.mean.numel():])
+
+    def _fold(self, n: torch.Tensor, batch_mean: torch.Tensor, batch_m2: torch.Tensor) -> None:
+        """Chan et al.'s merge of one batch's count, mean and squared deviations."""
         if n == 0:
             return
-        batch_mean = x.mean(0)
-        batch_m2 = ((x - batch_mean) ** 2).sum(0)
         total = self.count + n
         delta = batch_mean - self.mean
         self.mean += delta * n / total

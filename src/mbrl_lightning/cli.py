@@ -343,6 +343,9 @@ def main(args: Sequence[str] | None = None) -> int:
     except DivergenceError as error:
         print(f"\nerror: {error}", file=sys.stderr)
         return 1
+    except ConfigurationError as error:  # found once the trainer is known (a batch that does not split over DDP ranks)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if not cli.trainer.is_global_zero:
         return 0  # under DDP, rank 0 owns the MLflow run and the checkpoints
     logger = cli.trainer.logger

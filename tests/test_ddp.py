@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import CONF_DIR, REPO_ROOT
+from ddp_probe import converge_on_rank
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.algorithms.ppo import PPO
@@ -157,3 +158,23 @@ def test_a_ddp_rank_collects_its_share_of_each_batch_and_a_batch_that_does_not_s
     uneven = _on_ranks(PPO(EnvFactory("CartPole-v1", num_envs=3), frames_per_batch=9), 2)
     with pytest.raises(ConfigurationError, match=r"model\.frames_per_batch=9: .* 3 env copies; .* multiple of 6\."):
         uneven.setup("fit")
+
+
+def test_world_model_training_to_convergence_agrees_over_ranks_holding_different_data(tmp_path) -> None:
+    """MBPO's early-stopped model training on 2 gloo ranks with 210 and 105 training transitions.
+
+    The ranks need different minibatch counts per epoch and see different held-out errors; they
+    must take the same steps, stop after the same epoch, end with the same weights and hold the
+    running statistics of both ranks' data.
+    """
+    context = torch.multiprocessing.start_processes(
+        converge_on_rank, args=(2, str(tmp_path / "group"), str(tmp_path)), nprocs=2, join=False, start_method="spawn")
+    while not context.join(timeout=120):
+        pass
+    ranks = [json.loads((tmp_path / f"converge{k}.json").read_text()) for k in (0, 1)]
+    assert ranks[0]["samples"] != ranks[1]["samples"]
+    assert ranks[0]["steps"] == ranks[1]["steps"] and ranks[0]["epochs"] == ranks[1]["epochs"]
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    # Every rank folded in both ranks' training shares (the held-out share never reaches the normaliser).
+    assert ranks[0]["normalizer_mean"] == ranks[1]["normalizer_mean"]
+    assert ranks[0]["normalizer_count"] == ranks[1]["normalizer_count"] > max(0.6 * r["samples"] for r in ranks)

@@ -12,11 +12,13 @@ log-variance bounds) stays as trained, as in MBPO.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 
 import torch
 from tensordict import TensorDictBase
 
+from mbrl_lightning.distributed import gather_from_ranks, process_count
 from mbrl_lightning.nets.ensemble import EnsembleLinear
 from mbrl_lightning.world_models.base import WorldModel
 from mbrl_lightning.world_models.training import world_model_step
@@ -75,12 +77,21 @@ def train_until_converged(
     epochs_since_update = 0
     epochs = 0
     size = training.shape[0]
+    # Under DDP each rank trains on its own shard with its share of the batch, takes as many steps
+    # per epoch as the rank with the most data, and judges improvement on the ranks' mean held-out
+    # error: every rank then stops after the same epoch and keeps the same weights.
+    batch_size = max(batch_size // process_count(), 1)
+    steps = int(gather_from_ranks(torch.tensor(math.ceil(size / batch_size), device=training.device)).max())
     for epochs in itertools.count(1):
         order = torch.randperm(size, device=training.device)
-        for first in range(0, size, batch_size):
-            metrics = world_model_step(model, training[order[first:first + batch_size]], optimize)
+        if steps == math.ceil(size / batch_size):
+            minibatches = order.split(batch_size)
+        else:
+            minibatches = order.repeat(math.ceil(steps * batch_size / size)).tensor_split(steps)
+        for index in minibatches:
+            metrics = world_model_step(model, training[index], optimize)
         with torch.no_grad():
-            errors = model.member_errors(held_out)
+            errors = gather_from_ranks(model.member_errors(held_out)).mean(0)
         epochs_since_update = 0 if snapshots.offer(errors) else epochs_since_update + 1
         if epochs_since_update > patience or (max_epochs is not None and epochs >= max_epochs):
             break

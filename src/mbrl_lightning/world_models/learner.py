@@ -10,7 +10,7 @@ from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer
 
 from mbrl_lightning.data import make_replay_buffer
-from mbrl_lightning.distributed import process_count
+from mbrl_lightning.distributed import gather_from_ranks, process_count
 from mbrl_lightning.errors import ConfigurationError, require
 from mbrl_lightning.world_models.contract import DynamicsModel
 from mbrl_lightning.world_models.deterministic import MLPWorldModel
@@ -139,7 +139,10 @@ class WorldModelLearner:
     def train(self, optimize: Callable[[torch.Tensor], None]) -> dict[str, float]:
         """``updates_per_batch`` gradient steps on the training share of the buffer (or epochs with early stopping)."""
         device = self.device
-        if self.early_stopping_patience is not None and len(self.validation_buffer):
+        # Every DDP rank must take the same path: epochs only once every rank holds held-out data.
+        held_out_everywhere = self.early_stopping_patience is not None and bool(
+            gather_from_ranks(torch.tensor(len(self.validation_buffer), device=device)).min() > 0)
+        if held_out_everywhere:
             stored = self.replay_buffer[:]
             training = stored[~stored[VALIDATION_KEY]].select(*MODEL_KEYS).to(device)
             # The even held-out rows pick the kept weights, as they pick the elites in ``validate``; the

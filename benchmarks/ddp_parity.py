@@ -34,11 +34,12 @@ from mbrl_lightning.tracking import tracking_uri
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def fit_command(config: str, frames: int, seed: int, processes: int, eval_every: int, extra: list[str]) -> list[str]:
+def fit_command(config: str, frames: int, seed: int, processes: int, eval_every: int, extra: list[str],
+                experiment: str = "ddp_parity") -> list[str]:
     """The ``scripts/fit.py`` command of one seed in ``processes`` processes."""
     command = [sys.executable, "scripts/fit.py", "--config", config,
                "--model.total_frames", str(frames), "--model.eval_every_frames", str(eval_every),
-               "--seed_everything", str(seed), "--experiment_name", f"ddp_parity_{processes}p",
+               "--seed_everything", str(seed), "--experiment_name", f"{experiment}_{processes}p",
                "--trainer.enable_progress_bar", "false", *extra]
     if processes > 1:
         command += ["--trainer.strategy", "ddp", "--trainer.devices", str(processes), "--trainer.accelerator", "cpu"]
@@ -46,13 +47,14 @@ def fit_command(config: str, frames: int, seed: int, processes: int, eval_every:
 
 
 def run(command: list[str], processes: int, seed: int, frames: int) -> dict:
-    """Train one seed with ``command``; return its JSON record."""
+    """Train one seed with ``command``; return its JSON record (its run found by experiment and seed tag)."""
     started = time.time()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
     seconds = time.time() - started
     client = MlflowClient(tracking_uri())
-    experiment = client.get_experiment_by_name(f"ddp_parity_{processes}p")
-    run_info = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    experiment = client.get_experiment_by_name(command[command.index("--experiment_name") + 1])
+    run_info = client.search_runs([experiment.experiment_id], f"tags.seed = '{seed}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)[0]
     curve = sorted(client.get_metric_history(run_info.info.run_id, "eval/return_mean"), key=lambda m: m.step)
     return {
         "command": shlex.join(["python", *command[1:]]),
@@ -72,6 +74,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--extend", type=Path, help="append to this record, skipping the runs it holds")
+    parser.add_argument("--experiment", default="ddp_parity",
+                        help="MLflow experiments <this>_1p and <this>_Np (one per concurrent process)")
     parser.add_argument("extra", nargs="*", help="overrides passed to fit.py after --")
     args = parser.parse_args()
     out = args.extend.open("a") if args.extend else sys.stdout
@@ -84,7 +88,7 @@ def main() -> None:
         for processes in records:
             if any(r["seed"] == seed for r in records[processes]):
                 continue
-            command = fit_command(args.config, args.frames, seed, processes, args.eval_every, args.extra)
+            command = fit_command(args.config, args.frames, seed, processes, args.eval_every, args.extra, args.experiment)
             record = run(command, processes, seed, args.frames)
             records[processes].append(record)
             print(json.dumps(record), file=out, flush=True)

@@ -1,10 +1,10 @@
 """Does DDP on N processes train to the same return as 1 process with the same total frames? JSON lines.
 
     python benchmarks/ddp_parity.py --config conf/cartpole_mbppo.yaml --frames 16384 --seeds 0 1 2 \
-        --eval_every 1024 > benchmarks/results/ddp_parity_cartpole_mbppo.jsonl
+        --eval_every 1024 --threshold 500 > benchmarks/results/ddp_parity_cartpole_mbppo.jsonl
     # continue it: the (seed, processes) pairs already recorded are skipped
     python benchmarks/ddp_parity.py --config conf/cartpole_mbppo.yaml --frames 16384 --seeds 0 1 2 \
-        --eval_every 1024 --extend benchmarks/results/ddp_parity_cartpole_mbppo.jsonl
+        --eval_every 1024 --threshold 500 --extend benchmarks/results/ddp_parity_cartpole_mbppo.jsonl
 
 Each seed is trained twice through ``scripts/fit.py`` (a subprocess, as a user launches it): once
 in one process and once with ``--trainer.strategy ddp --trainer.devices N --trainer.accelerator
@@ -46,7 +46,7 @@ def fit_command(config: str, frames: int, seed: int, processes: int, eval_every:
     return command
 
 
-def run(command: list[str], processes: int, seed: int, frames: int) -> dict:
+def run(command: list[str], processes: int, seed: int, frames: int, threshold: float | None = None) -> dict:
     """Train one seed with ``command``; return its JSON record (its run found by experiment and seed tag)."""
     started = time.time()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
@@ -56,14 +56,18 @@ def run(command: list[str], processes: int, seed: int, frames: int) -> dict:
     run_info = client.search_runs([experiment.experiment_id], f"tags.seed = '{seed}'",
                                   order_by=["attributes.start_time DESC"], max_results=1)[0]
     curve = sorted(client.get_metric_history(run_info.info.run_id, "eval/return_mean"), key=lambda m: m.step)
-    return {
+    record = {
+        "label": f"{processes} process{'es (DDP)' if processes > 1 else ''}", "config": command[command.index("--config") + 1],
         "command": shlex.join(["python", *command[1:]]),
         "processes": processes, "seed": seed, "frames": frames,
         "frames_run": int(run_info.data.metrics["train/env_frames"]),
-        "eval_curve": {m.step: round(m.value, 1) for m in curve},
+        "eval_curve": [[m.step, round(m.value, 1)] for m in curve],
         "best_eval": round(max(m.value for m in curve), 1), "final_eval": round(curve[-1].value, 1),
         "seconds": round(seconds, 1), "run_id": run_info.info.run_id,
     }
+    if threshold is not None:
+        record["solve_threshold"] = threshold
+    return record
 
 
 def main() -> None:
@@ -74,6 +78,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--extend", type=Path, help="append to this record, skipping the runs it holds")
+    parser.add_argument("--threshold", type=float, help="the return that counts as solved (records frames to reach it)")
     parser.add_argument("--experiment", default="ddp_parity",
                         help="MLflow experiments <this>_1p and <this>_Np (one per concurrent process)")
     parser.add_argument("extra", nargs="*", help="overrides passed to fit.py after --")
@@ -89,7 +94,7 @@ def main() -> None:
             if any(r["seed"] == seed for r in records[processes]):
                 continue
             command = fit_command(args.config, args.frames, seed, processes, args.eval_every, args.extra, args.experiment)
-            record = run(command, processes, seed, args.frames)
+            record = run(command, processes, seed, args.frames, args.threshold)
             records[processes].append(record)
             print(json.dumps(record), file=out, flush=True)
     summary = {
@@ -102,7 +107,7 @@ def main() -> None:
         }
         for p, rs in records.items() if rs
     }
-    print(json.dumps({"config": args.config, "frames": args.frames, "summary": summary,
+    print(json.dumps({"summary": True, "config": args.config, "frames": args.frames, "modes": summary,
                       "command": shlex.join(["python", *sys.argv])}), file=out, flush=True)
 
 

@@ -41,8 +41,8 @@ class RLModule(RankAgreement, LightningModule, ABC):
 
     Args:
         env: the environment factory (id, number of copies, options).
-        total_frames: the budget of real environment frames for the whole run.
-        frames_per_batch: real frames collected between two updates, over all env copies.
+        total_frames: the budget of real environment frames for the whole run (all DDP ranks together).
+        frames_per_batch: real frames collected between two updates, over all env copies and DDP ranks.
         eval_every_frames: evaluate the deterministic policy every this many frames (0: never).
         eval_episodes: episodes per evaluation, run in parallel on a separate env.
         eval_max_steps: step cap of one evaluation episode; defaults to the env's time limit.

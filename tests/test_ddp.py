@@ -161,7 +161,7 @@ def test_a_ddp_rank_collects_its_share_of_each_batch_and_a_batch_that_does_not_s
 
 
 def test_world_model_training_to_convergence_agrees_over_ranks_holding_different_data(tmp_path) -> None:
-    """MBPO's early-stopped model training on 2 gloo ranks with 210 and 105 training transitions.
+    """MBPO's early-stopped model training on 2 gloo ranks holding 300 and 150 transitions (30% held out).
 
     The ranks need different minibatch counts per epoch and see different held-out errors; they
     must take the same steps, stop after the same epoch, end with the same weights and hold the

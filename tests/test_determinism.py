@@ -15,6 +15,14 @@ OFF_POLICY = ("--model.total_frames", "256", "--model.frames_per_batch", "64", "
 PLANNED = ("--model.total_frames", "256", "--model.frames_per_batch", "64", "--model.random_frames", "128",
            "--model.model_learning.init_args.updates_per_batch", "2", "--model.eval_max_steps", "20")
 
+# SAC's one gradient step per frame replaced by OFF_POLICY's per-batch count; small nets.
+SMALL_SAC = ("--model.update_to_data", "null", "--model.actor_net.init_args.hidden_sizes", "[32]",
+             "--model.critic_net.init_args.hidden_sizes", "[32]")
+# The HalfCheetah imagination configs on Pendulum, with a small forward model and few imagined rollouts.
+SMALL_IMAGINATION = ("--model.env.init_args.env_id", "Pendulum-v1", "--model.model_learning.init_args.updates_per_batch", "2",
+                     "--model.model_learning.init_args.world_model.init_args.hidden_sizes", "[32]",
+                     "--model.imagination.init_args.rollouts", "4", "--model.imagination.init_args.horizon", "2")
+
 FAMILIES = {
     "dqn": ("cartpole_dqn.yaml", "--model.frames_per_batch", "64", "--model.updates_per_batch", "4",
             "--model.learning_starts", "128", "--model.total_frames", "512"),
@@ -29,12 +37,25 @@ FAMILIES = {
     "td3": ("pendulum_ddpg.yaml", "--model.class_path", "mbrl_lightning.algorithms.TD3", *OFF_POLICY),
     "ddpg_imagination": ("pendulum_ddpg.yaml", "--model.class_path", "mbrl_lightning.algorithms.ImaginationDDPG",
                          *OFF_POLICY),
+    # SAC samples its actions and next actions; MBPO's model rollouts sample too; the imagination
+    # variants draw noisy imagined actions.
+    "sac": ("pendulum_sac.yaml", *OFF_POLICY, *SMALL_SAC),
+    "imagination_sac": ("half_cheetah_sac_imagination.yaml", *OFF_POLICY, *SMALL_SAC, *SMALL_IMAGINATION),
+    "imagination_td3": ("half_cheetah_imagination.yaml", "--model.class_path", "mbrl_lightning.algorithms.ImaginationTD3",
+                        *OFF_POLICY, *SMALL_IMAGINATION),
+    "mbpo": ("pendulum_mbpo.yaml", *OFF_POLICY, *SMALL_SAC, "--model.model_train_every_frames", "128",
+             "--model.model_learning.init_args.max_epochs", "2",
+             "--model.model_learning.init_args.world_model.init_args.hidden_sizes", "[32]", "--model.imagined.starts", "64"),
     # Planning from frame 128 on (collection and evaluation): CEM's and the search's sampling included.
     "pets": ("pendulum_pets.yaml", *PLANNED, "--model.planner.init_args.population", "8",
              "--model.planner.init_args.elites", "2", "--model.planner.init_args.iterations", "1",
              "--model.planner.init_args.horizon", "3"),
     "mcts": ("cartpole_mcts.yaml", *PLANNED, "--model.planner.init_args.num_simulations", "2",
              "--model.value_updates_per_batch", "2", "--model.value_batch_size", "32"),
+    "atari_spr": ("atari100k.yaml", "--model.total_frames", "128", "--model.frames_per_batch", "16",
+                  "--model.learning_starts", "32", "--model.buffer_size", "400", "--model.replay_storage", "memory",
+                  "--model.updates_per_batch", "1", "--model.env.init_args.screen_size", "48",
+                  "--model.eval_max_steps", "20"),
     "atari_dqn": ("pacman_pixel_entropy.yaml", "--model.total_frames", "256", "--model.frames_per_batch", "16",
                   "--model.learning_starts", "32", "--model.buffer_size", "400", "--model.model_learning.init_args.updates_per_batch", "1",
                   "--model.updates_per_batch", "1", "--model.env.init_args.num_envs", "2",

@@ -18,6 +18,7 @@ from torchrl.envs import ExplorationType, set_exploration_type
 
 from mbrl_lightning.algorithms import base
 from mbrl_lightning.algorithms.off_policy import OffPolicyActorCritic
+from mbrl_lightning.algorithms.sac import SAC
 from mbrl_lightning.algorithms.td3 import TD3
 from mbrl_lightning.cli import MBRLCLI
 from mbrl_lightning.evaluation import evaluate_policy
@@ -35,10 +36,13 @@ TD_FAMILIES = {
     "ddpg": ("pendulum_ddpg.yaml",),
     "td3": ("pendulum_ddpg.yaml", "--model.class_path", "mbrl_lightning.algorithms.TD3"),
     "ddpg_imagination": ("pendulum_ddpg.yaml", "--model.class_path", "mbrl_lightning.algorithms.ImaginationDDPG"),
+    "sac": ("pendulum_sac.yaml",),
+    "mbpo": ("pendulum_mbpo.yaml",),
     "ppo": ("cartpole_ppo.yaml",),
     "a2c": ("cartpole_a2c.yaml",),
     "mbppo": ("cartpole_mbppo.yaml",),
 }
+# AtariSPR's n-step targets have their own test below (they need an episode in the replay).
 
 
 def _model(config: str, *overrides: str):
@@ -80,6 +84,8 @@ def _td_target_and_next_value(module, transitions: TensorDictBase) -> tuple[torc
             target_values = loss.value_network(following.clone())["action_value"]
         chosen = online_values.argmax(-1, keepdim=True) if loss.double_dqn else target_values.argmax(-1, keepdim=True)
         return target.reshape(-1), target_values.gather(-1, chosen).reshape(-1)
+    if isinstance(module, SAC):  # SAC, MBPO: the soft target, through the module's own critic term
+        return _soft_td_target_and_next_value(module, transitions)
     if isinstance(module, OffPolicyActorCritic):  # DDPG, TD3: TorchRL's critic loss reports its target
         value_loss = loss.value_loss if isinstance(module, TD3) else loss.loss_value
         _, metadata = value_loss(transitions.clone())
@@ -95,6 +101,30 @@ def _td_target_and_next_value(module, transitions: TensorDictBase) -> tuple[torc
     return trajectories["value_target"].reshape(-1), module.critic(following)["state_value"].reshape(-1)
 
 
+def _soft_td_target_and_next_value(module: SAC, transitions: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAC's target and the soft next-state value it bootstraps from, caught where SACLoss hands them on.
+
+    SACLoss reports neither; its value estimator receives the soft value ``min Q' - alpha log pi``
+    of a sampled next action (as ``("next", "state_value")``) and returns the target.
+    """
+    estimator = module.loss_module.value_estimator
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    estimate = estimator.value_estimate
+
+    def recording(tensordict: TensorDictBase, *args, **kwargs) -> torch.Tensor:
+        target = estimate(tensordict, *args, **kwargs)
+        seen.append((target, tensordict["next", "state_value"]))
+        return target
+
+    estimator.value_estimate = recording
+    try:
+        module.critic_loss(transitions.clone())
+    finally:
+        del estimator.value_estimate
+    (target, next_value), = seen
+    return target.reshape(-1), next_value.reshape(-1)
+
+
 @pytest.mark.parametrize("family", list(TD_FAMILIES))
 def test_td_targets_discount_by_gamma_and_bootstrap_only_past_non_terminal_steps(family: str) -> None:
     module = _model(*TD_FAMILIES[family], "--model.gamma", str(GAMMA))
@@ -105,6 +135,50 @@ def test_td_targets_discount_by_gamma_and_bootstrap_only_past_non_terminal_steps
     expected = reward + GAMMA * (~TERMINATED).float() * next_value
     torch.testing.assert_close(target, expected)
     assert (next_value[~TERMINATED].abs() > 1e-4).all(), "the check needs non-zero next-state values"
+
+
+# AtariSPR at a small screen: n-step 3, discount 0.5, one env copy.
+SPR = ("atari100k.yaml", "--model.env.init_args.screen_size", "48", "--model.replay_storage", "memory",
+       "--model.gamma", str(GAMMA), "--model.n_step", "3")
+
+
+def _atari_batch(module, rewards: list[float], ends: list[bool], lives: list[int]) -> TensorDictBase:
+    """A ``[1, T]`` collector batch of one env copy: every frame of step ``t`` holds ``t``; an episode ends where ``ends``."""
+    steps = len(rewards)
+    shape = module.observation_spec.shape
+    frames = torch.arange(steps + 1, dtype=torch.uint8)[:, None, None, None].expand(steps + 1, *shape)
+    count, counts = 0, []
+    for end in ends:
+        counts.append(count)
+        count = 0 if end else count + 1
+    end = torch.tensor(ends)[:, None]
+    lives_before = torch.tensor(lives)[:, None]
+    lives_after = torch.tensor([*lives[1:], lives[-1]])[:, None]
+    return TensorDict({
+        "observation": frames[:-1].clone(), "step_count": torch.tensor(counts)[:, None], "lives": lives_before,
+        "action": module.action_spec.rand((steps,)),
+        "next": {"observation": frames[1:].clone(), "reward": torch.tensor(rewards)[:, None], "done": end,
+                 "terminated": end.clone(), "truncated": torch.zeros_like(end), "lives": lives_after},
+    }, [steps]).unsqueeze(0)
+
+
+@torch.no_grad()
+def test_spr_n_step_targets_discount_by_gamma_per_step_and_stop_at_terminals_and_lost_lives() -> None:
+    module = _model(*SPR)
+    # Seven steps with raw scores (the targets see their sign): the game ends after step 3, a life
+    # is lost at step 5 (a terminal of the targets, not of the game).
+    module.store(_atari_batch(module, rewards=[5.0, 0.0, -3.0, 10.0, 2.0, 0.0, 7.0],
+                              ends=[False, False, False, True, False, False, False], lives=[3, 3, 3, 3, 3, 3, 2]))
+    steps = torch.tensor([0, 2, 3, 4, 5, 6])
+    sample = module.replay_buffer.gather(steps, torch.zeros_like(steps))
+    # Each target bootstraps from the frame after its window: step 3's (t=0), step 7's (t=6).
+    assert sample["next", "observation"][:, -1, 0, 0].tolist() == [3, 4, 4, 6, 6, 7]
+    target, next_value = _td_target_and_next_value(module, sample)
+    # t=0: 1 + 0.5*0 + 0.25*(-1), then 0.5^3 V(s3); t=2: -1 + 0.5*1, the game ends; t=3: 1, ends;
+    # t=4: 1 + 0.5*0, the life is lost; t=5: 0, lost; t=6: 1, the newest step, then 0.5 V(s7).
+    expected = torch.tensor([0.75 + GAMMA**3 * next_value[0], -0.5, 1.0, 1.0, 0.0, 1.0 + GAMMA * next_value[5]])
+    torch.testing.assert_close(target, expected)
+    assert (next_value.abs() > 1e-4).all(), "the check needs non-zero next-state values"
 
 
 # ------------------------------------------------------------------------------------- target networks
@@ -125,7 +199,11 @@ class TargetNetworkCheck(Callback):
         pairs = []
         for name in names:
             online, target = getattr(loss, name.removeprefix("target_")), getattr(loss, name)
+            if target is None:  # SACLoss keeps a slot for the state-value net it no longer has
+                continue
             for key, value in target.items(True, True):
+                if key[-1].endswith("_epsilon"):  # a noisy layer's current noise draw, not a weight
+                    continue
                 pairs.append((online.get(key), value))
         assert pairs, "the module must have target networks"
         return pairs
@@ -147,6 +225,12 @@ class TargetNetworkCheck(Callback):
         self.checked += 1
 
 
+# SAC and MBPO: one gradient step per batch, small nets; MBPO's model trains one epoch on few rollouts.
+SMALL_SAC = ("--model.update_to_data", "null", "--model.updates_per_batch", "1",
+             "--model.actor_net.init_args.hidden_sizes", "[32]", "--model.critic_net.init_args.hidden_sizes", "[32]")
+SMALL_MBPO = ("--model.model_learning.init_args.max_epochs", "1",
+              "--model.model_learning.init_args.world_model.init_args.hidden_sizes", "[32]",
+              "--model.imagined.starts", "64")
 TARGET_FAMILIES = {
     # (config, rule, tau, overrides): batches of 32 frames, updates on every batch. TorchRL's HardUpdate
     # copies on every (interval + 1)-th step: with interval 1 and 2 steps, each batch ends with a copy.
@@ -161,6 +245,10 @@ TARGET_FAMILIES = {
     "ddpg_imagination": ("pendulum_ddpg.yaml", "soft", 0.05,
                          ("--model.class_path", "mbrl_lightning.algorithms.ImaginationDDPG",
                           "--model.updates_per_batch", "1", "--model.tau", "0.05")),
+    "sac": ("pendulum_sac.yaml", "soft", 0.05, (*SMALL_SAC, "--model.tau", "0.05")),
+    "mbpo": ("pendulum_mbpo.yaml", "soft", 0.05, (*SMALL_SAC, *SMALL_MBPO, "--model.tau", "0.05")),
+    # SPR's target network is a copy of the online one after every update (target_update_interval 1).
+    "atari_spr": (SPR[0], "copy", 0.0, (*SPR[1:], "--model.updates_per_batch", "2", "--model.target_update_interval", "1")),
 }
 
 
@@ -189,6 +277,8 @@ EVAL_FAMILIES = {
     "ddpg_imagination": ("pendulum_ddpg.yaml", "--model.class_path", "mbrl_lightning.algorithms.ImaginationDDPG"),
     "dyna_q": ("cliffwalking_dynaq.yaml",),
     "atari_dqn": ("pacman_pixel_entropy.yaml", "--model.env.init_args.num_envs", "1"),
+    "sac": ("pendulum_sac.yaml",),
+    "mbpo": ("pendulum_mbpo.yaml",),
 }
 
 
@@ -237,6 +327,38 @@ def test_evaluation_acts_deterministically(family: str, monkeypatch: pytest.Monk
     assert torch.equal(_actions_with_global_seed(0, evaluate), _actions_with_global_seed(1, evaluate))
     # Not vacuous: the exploration policy on the same env seeds acts differently under the two seeds.
     assert not torch.equal(_actions_with_global_seed(0, explore), _actions_with_global_seed(1, explore))
+
+
+@torch.no_grad()
+def test_noisy_net_evaluation_acts_on_the_mean_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AtariSPR explores by noisy layers alone (no epsilon): its evaluation must switch their noise off."""
+    module = _model(*SPR, "--model.eval_episodes", "2", "--model.eval_max_steps", "30")
+    network = module.q_network
+    noisy = [m for m in network.modules() if hasattr(m, "weight_sigma")]
+    assert noisy, "the config must have noisy layers"
+
+    def evaluate() -> torch.Tensor:
+        actions: list[torch.Tensor] = []
+        recording = lambda env, policy, *args: evaluate_policy(env, RecordingPolicy(policy, actions), *args)
+        monkeypatch.setattr(base, "evaluate_policy", recording)
+        module.evaluations = 0
+        module.evaluate()
+        return torch.stack(actions)
+
+    def explore() -> torch.Tensor:
+        actions: list[torch.Tensor] = []
+        evaluate_policy(module.env, RecordingPolicy(module.exploration_policy, actions, explore=True), 2,
+                        module.eval_seed(0), 30)
+        return torch.stack(actions)
+
+    quiet_eval, quiet_explore = evaluate(), explore()
+    for layer in noisy:  # loud noise, freshly drawn: what exploration acts with changes
+        layer.weight_sigma.mul_(100)
+        layer.bias_sigma.mul_(100)
+    torch.manual_seed(1)
+    network.reset_noise()
+    assert torch.equal(evaluate(), quiet_eval)
+    assert not torch.equal(explore(), quiet_explore), "the check needs noise that changes the actions"
 
 
 PLANNER_FAMILIES = {

@@ -21,6 +21,17 @@ Augmentation = Literal["shift", "none"]
 FRAME_KEYS = ("observation", ("next", "observation"), "future_observation")
 
 
+class LatentCapture:
+    """Forward hook that keeps the torso outputs that carry a gradient (the TD pass's) in ``latents``."""
+
+    def __init__(self, latents: list[torch.Tensor]) -> None:
+        self.latents = latents
+
+    def __call__(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        if output.requires_grad:
+            self.latents.append(output)
+
+
 class AtariSPR(AtariDQN):
     """Dueling, noisy, n-step, prioritized DQN with random-shift augmentation and self-predictive latents.
 
@@ -107,8 +118,10 @@ class AtariSPR(AtariDQN):
             self.latent_model.bind(network, self.observation_spec.zero().unsqueeze(0))
             # The TD loss's pass over the observations computes the latent self-prediction starts from:
             # keep it (the one output of the torso that carries a gradient) instead of encoding twice.
+            # The hook holds the list, not the module: the policy that carries it then pickles
+            # into a multi_sync worker without the whole module.
             self._captured_latents: list[torch.Tensor] = []
-            list(network.features)[-2].register_forward_hook(self._capture_latent)
+            list(network.features)[-2].register_forward_hook(LatentCapture(self._captured_latents))
         steps = self.latent_model.prediction_steps if self.latent_model is not None and self_prediction_weight else 0
         self.replay_buffer = NStepFrameReplay(
             self.hparams.buffer_size, env.num_envs, env.frame_stack, storage=self.hparams.replay_storage,
@@ -155,10 +168,6 @@ class AtariSPR(AtariDQN):
         if priorities is not None:
             metrics["train/importance_exponent"] = priorities.beta
         return metrics
-
-    def _capture_latent(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        if output.requires_grad:
-            self._captured_latents.append(output)
 
     def losses(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
         """The (importance-weighted) TD loss and ``self_prediction_weight`` times the self-prediction loss."""

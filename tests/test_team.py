@@ -71,7 +71,7 @@ def test_a_study_keeps_its_trials_in_postgresql_and_its_runs_on_the_server(team,
         "config": str(CONF_DIR / "cartpole_dqn.yaml"), "n_trials": 1,
         "fixed": {"model.total_frames": 256, "model.frames_per_batch": 64, "model.updates_per_batch": 2,
                   "model.learning_starts": 128, "model.eval_every_frames": 256, "model.eval_episodes": 2,
-                  "checkpoint.every_n_frames": 0, "trainer.enable_progress_bar": False},
+                  "checkpoint.every_n_frames": 0, "trainer.enable_progress_bar": False, "plots.enabled": False},
         "space": {"model.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}))
     storage = team.database_url("optuna")
     assert tune_main(["--search", str(space), "--storage", storage, "--study-name", "team_lr"]) == 0

@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml
 fit: setup
 	$(PY) scripts/fit.py --config $(CONFIG)
 
-# Two workers: each test runs single-threaded in its own folder, so they share nothing.
+# Two workers: each test runs single-threaded in its own folder, so they share nothing. An idle
+# worker takes queued tests from the other (worksteal); tests/conftest.py starts the long ones first.
 test: setup
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 benchmark: setup
 	$(PY) benchmarks/solve_cartpole.py --config conf/cartpole_dqn.yaml

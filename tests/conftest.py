@@ -17,9 +17,35 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
 
+# Tests of a minute or more on two cores, longest first. They start first, so that the two xdist
+# workers (``--dist worksteal``: an idle worker takes the other's queued tests) end together
+# instead of one of them running a long test alone at the end.
+LONG_FIRST = (
+    "test_ddp.py::",
+    "test_team.py::test_a_server_that_goes_away",
+    "test_episode_replay.py::test_resume_mid_episode",
+    "test_determinism.py::",
+    "test_reliability.py::test_a_signal_stops",
+    "test_sweep.py::test_a_sweep_runs",
+    "test_resume_cli.py::",
+    "test_tune.py::test_three_trials",
+    "test_compare_cli.py::",
+    "test_team.py::",
+    "test_cli.py::test_fit_with_overrides",
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker of tests that need a folder without a store."""
     config.addinivalue_line("markers", "fresh_store: start in a folder with no mlruns/ (the store is created by the test)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests of ``LONG_FIRST`` first, in its order; the others keep theirs."""
+    def rank(item: pytest.Item) -> int:
+        return next((index for index, prefix in enumerate(LONG_FIRST) if prefix in item.nodeid), len(LONG_FIRST))
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +75,13 @@ def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pyt
 
 
 def fit_args(config: str = "cartpole_dqn.yaml", *overrides: str) -> list[str]:
-    """Arguments of ``scripts/fit.py`` for a config of the repository, plus overrides."""
-    return ["--config", str(CONF_DIR / config), "--trainer.enable_progress_bar", "false", *overrides]
+    """Arguments of ``scripts/fit.py`` for a config of the repository, plus overrides.
+
+    The end-of-run figures are off (drawing them costs more than a tiny run's training); a test of
+    them passes ``--plots.enabled true``.
+    """
+    return ["--config", str(CONF_DIR / config), "--trainer.enable_progress_bar", "false", "--plots.enabled", "false",
+            *overrides]
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def _manual_return(policy, seed: int) -> float:
 
 
 def test_evaluation_matches_manual_rollout_and_keeps_best_checkpoint() -> None:
-    cli = run_fit(*fit_args("cartpole_dqn.yaml", *TINY, "--model.eval_episodes", "4"))
+    cli = run_fit(*fit_args("cartpole_dqn.yaml", *TINY, "--model.eval_episodes", "4", "--plots.enabled", "true"))
     model = cli.model
     run_id = cli.trainer.logger.run_id
     mlflow.flush_async_logging()

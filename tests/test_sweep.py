@@ -12,7 +12,7 @@ from mbrl_lightning.tuning.sweep import main
 
 TINY = ["--model.total_frames", "256", "--model.frames_per_batch", "64", "--model.updates_per_batch", "2",
         "--model.learning_starts", "128", "--model.eval_every_frames", "128", "--model.eval_episodes", "2",
-        "--checkpoint.every_n_frames", "0"]
+        "--checkpoint.every_n_frames", "0", "--plots.enabled", "false"]
 CONFIG = str(CONF_DIR / "cartpole_dqn.yaml")
 
 

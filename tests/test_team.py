@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -69,7 +71,7 @@ def test_a_study_keeps_its_trials_in_postgresql_and_its_runs_on_the_server(team,
         "config": str(CONF_DIR / "cartpole_dqn.yaml"), "n_trials": 1,
         "fixed": {"model.total_frames": 256, "model.frames_per_batch": 64, "model.updates_per_batch": 2,
                   "model.learning_starts": 128, "model.eval_every_frames": 256, "model.eval_episodes": 2,
-                  "checkpoint.every_n_frames": 0, "trainer.enable_progress_bar": False},
+                  "checkpoint.every_n_frames": 0, "trainer.enable_progress_bar": False, "plots.enabled": False},
         "space": {"model.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}}))
     storage = team.database_url("optuna")
     assert tune_main(["--search", str(space), "--storage", storage, "--study-name", "team_lr"]) == 0
@@ -80,6 +82,31 @@ def test_a_study_keeps_its_trials_in_postgresql_and_its_runs_on_the_server(team,
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.data.tags["optuna.study"] == "team_lr" and parent.info.status == "FINISHED"
     assert run.info.status == "FINISHED" and run.data.tags["optuna.trial"] == "0"
+
+
+def test_a_checkpoint_while_the_server_is_away_tries_it_once_per_call_and_is_kept(monkeypatch, tmp_path) -> None:
+    # Where the run's artifacts are is asked of the server at each checkpoint: MLflow's own retries
+    # (7, with back-off) would hold training for minutes there while the server is away.
+    import urllib3.util.connection
+
+    from mbrl_lightning.callbacks import FrameCheckpoint
+    from mbrl_lightning.tracking.resilient import TrackingServerLogger
+
+    # Without back-off, a retried request shows at once as more attempts than calls.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+    attempts = []
+    connect = urllib3.util.connection.create_connection
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", lambda *a, **k: attempts.append(a) or connect(*a, **k))
+    logger = TrackingServerLogger(tracking_uri="http://127.0.0.1:9", run_id="away")  # the discard port: nothing listens
+    logger._initialized = True  # a run that already started, before the server went away
+    trainer = SimpleNamespace(save_checkpoint=lambda path, weights_only: Path(path).write_bytes(b"state"),
+                              is_global_zero=True, logger=logger, lightning_module=None)
+    path = FrameCheckpoint(dirpath=str(tmp_path)).save(trainer)
+    assert len(attempts) == 2  # where the artifacts are, then the upload: one try each
+    (kept,) = [json.loads(line) for line in (Path("mlruns/offline/away/operations.jsonl")).read_text().splitlines()]
+    assert kept["op"] == "log_artifact" and kept["run_id"] == "away" and Path(kept["local_path"]).read_bytes() == b"state"
+    assert path.read_bytes() == b"state"
 
 
 def _wait_for(condition, seconds: float, process: subprocess.Popen, what: str) -> None:

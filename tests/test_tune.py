@@ -21,7 +21,7 @@ from mbrl_lightning.tuning.trial import PARENT_TAG, STATE_TAG, STUDY_TAG, TRIAL_
 # Trials of a few seconds: 768 frames, an evaluation every 256.
 TINY = {"model.total_frames": 768, "model.frames_per_batch": 64, "model.updates_per_batch": 4,
         "model.learning_starts": 128, "model.eval_every_frames": 256, "model.eval_episodes": 2,
-        "checkpoint.every_n_frames": 0, "trainer.enable_progress_bar": False}
+        "checkpoint.every_n_frames": 0, "trainer.enable_progress_bar": False, "plots.enabled": False}
 
 
 def write_space(path: Path, space: dict, **top) -> Path:

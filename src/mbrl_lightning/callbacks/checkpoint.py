@@ -154,10 +154,12 @@ def _link_artifact(logger: MLFlowLogger, path: Path) -> bool:
     MLflow's ``log_artifact`` copies the file, which doubles every checkpoint on disk when the
     artifact store is local (116 MB per Atari ``last.ckpt``).
     """
-    from mbrl_lightning.tracking.resilient import is_unreachable  # tracking imports this module
+    from mbrl_lightning.tracking.resilient import is_unreachable, quick_requests  # tracking imports this module
 
     try:
-        location = urlparse(logger.experiment.get_run(logger.run_id).info.artifact_uri)
+        # One quick try: MLflow's default retries would hold training for minutes while a server is away.
+        with quick_requests():
+            location = urlparse(logger.experiment.get_run(logger.run_id).info.artifact_uri)
     except Exception as error:
         # A tracking server that is away cannot say where its artifacts are: upload, which keeps the call on disk.
         if not is_unreachable(error):

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 from filelock import FileLock
-from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.errors import ConfigurationError
-from mbrl_lightning.tracking.resilient import BufferedClient, TrackingServerLogger, close_clients, quick_requests
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+# The loggers (resilient.py) import Lightning and torch; they are imported where a run is made, so
+# that reading the store (compare.py, a sweep's launcher) starts without them.
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = Path("mlruns") / "artifacts"
@@ -80,6 +85,10 @@ def make_logger(
     On a tracking server the logger loses nothing while the server is away (see
     :class:`TrackingServerLogger`); the embedded store is a local file that cannot go away.
     """
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from mbrl_lightning.tracking.resilient import TrackingServerLogger
+
     uri = tracking_uri()
     # The process-wide URI makes mlflow.flush_async_logging() reach this logger's store.
     mlflow.set_tracking_uri(uri)
@@ -102,6 +111,8 @@ def check_reachable() -> None:
     """Fail fast, in one line, when a configured tracking server does not answer."""
     if uses_embedded_store():
         return
+    from mbrl_lightning.tracking.resilient import quick_requests
+
     uri = tracking_uri()
     try:
         with quick_requests():
@@ -120,6 +131,8 @@ def commit_metrics(logger: MLFlowLogger) -> None:
     and logs again only the steps after it, so any metric before it that was still queued in
     memory would be lost for good.
     """
+    from mbrl_lightning.tracking.resilient import BufferedClient
+
     client = logger.experiment
     if isinstance(client, BufferedClient):
         client.flush()
@@ -128,5 +141,7 @@ def commit_metrics(logger: MLFlowLogger) -> None:
 
 def flush_metrics() -> None:
     """Wait until every queued metric is written, so readers see the whole run."""
+    from mbrl_lightning.tracking.resilient import close_clients
+
     mlflow.flush_async_logging()
     close_clients()

@@ -140,3 +140,38 @@ def test_an_unreachable_storage_or_tracking_server_is_refused_with_one_line(opti
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
     assert not Path("mlruns/optuna.db").exists()
+
+
+def test_workers_never_start_more_trials_than_asked_even_when_their_counts_overlap(monkeypatch) -> None:
+    """Two workers that both count the trials left before either starts one still run ``n_trials`` in all."""
+    import threading
+    import time as clock
+
+    from mbrl_lightning.tuning import study as study_module
+
+    study = optuna.create_study()
+    counted = study_module.trials_left
+
+    def slow_count(*args: object) -> int:
+        left = counted(*args)
+        clock.sleep(0.3)  # widen the window between counting and starting a trial
+        return left
+
+    monkeypatch.setattr(study_module, "trials_left", slow_count)
+
+    class Plan:
+        n_trials = 1
+
+        def load(self, worker_index: int = 0) -> optuna.Study:
+            return study
+
+        def runner(self):
+            return lambda trial: trial.suggest_float("x", 0.0, 1.0)
+
+    lock = threading.Lock()
+    workers = [threading.Thread(target=study_module.run_worker, args=(Plan(), index, lock)) for index in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(study.trials) == 1

@@ -145,12 +145,43 @@ def parent_run(client: MlflowClient, study: optuna.Study, plan: StudyPlan) -> st
     return run_id
 
 
-def run_worker(plan: StudyPlan, worker_index: int = 0) -> None:
+class _StartGate:
+    """The objective, which first releases the workers' start lock: a trial counts as running once it holds it.
+
+    Without the lock two workers could both see one trial left and both start one (more trials
+    than ``n_trials``); Optuna's ``MaxTrialsCallback`` has the same race, so the check and the
+    start are made one step here.
+    """
+
+    def __init__(self, runner: TrialRunner, lock: Any) -> None:
+        self.runner = runner
+        self.lock = lock
+        self.held = False
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.release()
+        return self.runner(trial)
+
+    def release(self) -> None:
+        """Let the next worker check the count (once per trial)."""
+        if self.held:
+            self.held = False
+            self.lock.release()
+
+
+def run_worker(plan: StudyPlan, worker_index: int = 0, start_lock: Any = None) -> None:
     """Run trials until the study has ``n_trials`` complete, pruned or running; a failed trial does not stop it."""
     study = plan.load(worker_index)
-    runner = plan.runner()
-    while trials_left(study, plan.n_trials) > 0:
-        study.optimize(runner, n_trials=1, catch=(DivergenceError, ConfigurationError))
+    gate = _StartGate(plan.runner(), start_lock or multiprocessing.get_context("spawn").Lock())
+    while True:
+        gate.lock.acquire()
+        gate.held = True
+        try:
+            if trials_left(study, plan.n_trials) <= 0:
+                return
+            study.optimize(gate, n_trials=1, catch=(DivergenceError, ConfigurationError))
+        finally:
+            gate.release()
 
 
 def run_workers(plan: StudyPlan, workers: int) -> list[int]:
@@ -160,7 +191,8 @@ def run_workers(plan: StudyPlan, workers: int) -> list[int]:
         return [0]
     # Spawned, not forked: each worker starts clean of this process's threads and open stores.
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=run_worker, args=(plan, index), name=f"tune-worker-{index}")
+    start_lock = context.Lock()
+    processes = [context.Process(target=run_worker, args=(plan, index, start_lock), name=f"tune-worker-{index}")
                  for index in range(workers)]
     for process in processes:
         process.start()

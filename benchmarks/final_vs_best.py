@@ -2,6 +2,7 @@
 
     python benchmarks/final_vs_best.py --config conf/cartpole_mbppo.yaml --seeds 0 1 2 3 4
     python benchmarks/final_vs_best.py --config conf/cartpole_ppo.yaml --seeds 3 -- --model.total_frames=50000
+    python benchmarks/final_vs_best.py --summary      # the records so far, one Markdown row per config
 
 Each seed is a plain ``scripts/fit.py --config CONFIG --seed_everything SEED`` in a subprocess (the
 config's own schedule, evaluations and stopping rule; nothing added), logged to the MLflow
@@ -71,14 +72,37 @@ def run_seed(config: str, seed: int, overrides: list[str], episodes: int) -> dic
     }
 
 
+def summary(records: list[Path]) -> str:
+    """A Markdown table of the records: per config, each seed's final and best evaluation and last.ckpt's mean."""
+    by_config: dict[str, list[dict]] = {}
+    for path in records:
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if "final_eval_return" in record and not record["overrides"]:
+                by_config.setdefault(record["config"], []).append(record)
+    rows = ["| config | seeds | final / best per seed | final within 5% of best | `last.ckpt` mean (episodes) |",
+            "| --- | --- | --- | --- | --- |"]
+    for config, runs in sorted(by_config.items()):
+        runs.sort(key=lambda r: r["seed"])
+        pairs = ", ".join(f"{r['final_eval_return']:.4g} / {r['best_eval_return']:.4g}" for r in runs)
+        within = sum(r["within_5pct"] for r in runs)
+        last = ", ".join(f"{r['last_ckpt_return_mean']:.4g} ({len(r['last_ckpt_returns'])})" for r in runs)
+        rows.append(f"| `{config}` | {', '.join(str(r['seed']) for r in runs)} | {pairs} | {within} of {len(runs)} | {last} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
-    """Fit once per seed and print one JSON line each."""
+    """Fit once per seed and print one JSON line each (or, with --summary, tabulate the records)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="conf/cartpole_mbppo.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--episodes", type=int, default=10, help="episodes of the last.ckpt evaluation")
+    parser.add_argument("--summary", action="store_true", help="print the table of benchmarks/results/final_vs_best_*")
     parser.add_argument("overrides", nargs="*", help="extra fit.py overrides, after --")
     args = parser.parse_args()
+    if args.summary:
+        print(summary(sorted((REPO / "benchmarks" / "results").glob("final_vs_best_*.jsonl"))))
+        return
     for seed in args.seeds:
         print(json.dumps(run_seed(args.config, seed, args.overrides, args.episodes)), flush=True)
 

@@ -37,7 +37,9 @@ class DQN(ReplayLearner):
         updates_per_batch: gradient steps after each collected batch.
         double_dqn: select next actions with the online net, evaluate them with the target net.
         loss_function: TD-error loss, ``l2`` or ``smooth_l1`` (Huber).
-        target_update_interval: gradient steps between hard target-network copies.
+        target_update_interval: gradient steps between hard target-network copies, less one: TorchRL's
+            ``HardUpdate`` copies on the step after its counter reaches the interval (every ``N + 1`` steps).
+            The recorded runs of the DQN configs were made so; ``target_tau: 1.0`` copies every step.
         target_tau: when set, Polyak-average the target net with this rate every step instead.
         eps_init: initial exploration rate.
         eps_end: final exploration rate.

@@ -29,8 +29,10 @@ class StopAtReturn(Callback):
         if trainer.world_size > 1:
             # DDP ranks must stop at the same batch, or one waits for the other forever.
             reached = trainer.strategy.reduce_boolean_decision(reached, all=False)
-        if reached and value is not None:
-            self.reached_return, self.reached_frame = float(value), pl_module.frames
+        if reached:
+            # A rank stops when any rank reached the threshold, even if it holds no return itself.
+            if value is not None:
+                self.reached_return, self.reached_frame = float(value), pl_module.frames
             trainer.should_stop = True
 
     def state_dict(self) -> dict[str, Any]:

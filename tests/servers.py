@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,6 +32,26 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def port_outside_ephemeral_range() -> int:
+    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
+
+    A port that is closed for a while (an outage) must still be free when it reopens: inside the
+    ephemeral range the kernel may hand it to an outgoing connection meanwhile, even to a client
+    retrying that very port (a TCP self-connect), and the reopen then fails with "address in use".
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").is_file() else 32768
+    for port in random.Random(os.getpid()).sample(range(max(1024, low - 20000), low), 200):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port on 127.0.0.1 below {low}")
 
 
 def postgres_bin() -> Path | None:
@@ -198,7 +219,7 @@ class Outage:
     """
 
     def __init__(self, target_port: int) -> None:
-        self.port = free_port()
+        self.port = port_outside_ephemeral_range()
         self._target_port = target_port
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -211,7 +232,14 @@ class Outage:
 
     def reopen(self) -> None:
         """Listen again on the same port and forward every new connection."""
-        self._listener = socket.create_server(("127.0.0.1", self.port))
+        for attempt in range(60):  # a just-cut connection may hold the port for a moment
+            try:
+                self._listener = socket.create_server(("127.0.0.1", self.port))
+                break
+            except OSError:
+                if attempt == 59:
+                    raise
+                time.sleep(1.0)
         threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
     def close(self) -> None:

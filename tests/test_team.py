@@ -113,7 +113,9 @@ def _wait_for(condition, seconds: float, process: subprocess.Popen, what: str) -
     deadline = time.monotonic() + seconds
     while not condition():
         assert process.poll() is None, f"training ended before {what}: {process.communicate()[1][-3000:]}"
-        assert time.monotonic() < deadline, f"no {what} within {seconds} s"
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"no {what} within {seconds} s: {process.communicate()[1][-3000:]}")
         time.sleep(0.2)
 
 

@@ -11,7 +11,7 @@ TARGETS = {
     "cartpole_a2c.yaml": 500, "cartpole_dqn.yaml": 500, "cartpole_dqn_imagination.yaml": 500,
     "cartpole_mbppo.yaml": 500, "cartpole_mcts.yaml": 500, "cartpole_ppo.yaml": 500,
     "pendulum_ddpg.yaml": -200, "pendulum_mbpo.yaml": -200, "pendulum_sac.yaml": -200,
-    "pendulum_pets_random_shooting.yaml": -200,
+    "pendulum_pets.yaml": -200, "pendulum_pets_random_shooting.yaml": -200,
 }
 # Pendulum SAC collecting 100 random frames per batch and never learning: only the stop can end it early.
 RANDOM_SAC = ["--model.total_frames", "600", "--model.frames_per_batch", "100", "--model.learning_starts", "10000",

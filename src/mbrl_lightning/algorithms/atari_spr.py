@@ -11,6 +11,7 @@ from tensordict import TensorDictBase
 from torchrl.objectives import HardUpdate
 
 from mbrl_lightning.algorithms.atari_dqn import AtariDQN
+from mbrl_lightning.allocator import retain_freed_memory
 from mbrl_lightning.algorithms.base import Metrics
 from mbrl_lightning.data.nstep_frame_replay import NStepFrameReplay, OneStepView
 from mbrl_lightning.envs.atari import AtariEnvFactory
@@ -137,6 +138,11 @@ class AtariSPR(AtariDQN):
             # A soft update with tau 1 is a copy: TorchRL's lerp reads both networks to write one
             # (4 ms of CPU per step here). HardUpdate with interval 0 copies at every step.
             self.target_updater = HardUpdate(self.loss_module, value_network_update_interval=0)
+
+    def setup(self, stage: str) -> None:
+        """Keep freed memory in the heap (:func:`~mbrl_lightning.allocator.retain_freed_memory`), then the base setup."""
+        retain_freed_memory()  # the frames, activations and gradients of every step are made anew
+        super().setup(stage)
 
     def configure_optimizers(self) -> torch.optim.Optimizer | list[torch.optim.Optimizer]:
         """One Adam (``adam_eps``) for the Q-network and the latent model; the pixel model's when there is one."""

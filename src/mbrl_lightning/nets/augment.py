@@ -21,16 +21,18 @@ def shift_frames(frames: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.
     shifts = shifts.clamp(-pad, pad).to(frames.device)
     rows = (torch.arange(height, device=frames.device) + shifts[:, :1]).clamp(0, height - 1)
     cols = (torch.arange(width, device=frames.device) + shifts[:, 1:]).clamp(0, width - 1)
-    source = (rows[:, :, None] * width + cols[:, None, :]).view(batch, height * width)  # flat pixel read
     word = PIXEL_WORDS.get(channels * frames.element_size())
+    # With a word per pixel the frames move in channels-last layout, all channels of a pixel at
+    # once: fewer, wider moves than single bytes in [C, H, W], and the layout change comes with it.
+    grid = frames if word is None else frames.permute(0, 2, 3, 1).contiguous().view(word).view(batch, 1, height, width)
+    planes = grid.shape[1]
+    # Whole rows first (one index_select), then the columns (one gather): no per-pixel index is built.
+    row_ids = rows[:, None, :] + torch.arange(batch * planes, device=frames.device).view(batch, planes, 1) * height
+    moved = grid.reshape(-1, width).index_select(0, row_ids.reshape(-1)).view(batch, planes, height, width)
+    moved = moved.gather(3, cols[:, None, None, :].expand(batch, planes, height, width))
     if word is None:
-        flat = frames.reshape(batch, channels, height * width)
-        return flat.gather(2, source[:, None].expand(batch, channels, -1)).view(batch, channels, height, width)
-    # One gather of pixel words in channels-last layout: a third of the time of two gathers
-    # (rows, then columns) of single bytes in [C, H, W], and the layout change comes with it.
-    pixels = frames.permute(0, 2, 3, 1).contiguous().view(word).view(batch, height * width)
-    moved = pixels.gather(1, source).view(frames.dtype).view(batch, height, width, channels)
-    return moved.permute(0, 3, 1, 2)
+        return moved
+    return moved.view(frames.dtype).view(batch, height, width, channels).permute(0, 3, 1, 2)
 
 
 def random_shift(frames: torch.Tensor, pad: int = 4) -> torch.Tensor:

@@ -8,8 +8,9 @@ Each run fits the config for ``--learning_starts`` agent steps of random play, t
 learning agent steps, and times every ``update`` call (store, bonus, gradient steps) and the interval between
 two ``update`` calls (one whole training step: collection and logging included); evaluation is off. ``agent_steps_per_second`` is the
 learning phase's rate (median step), ``cpu_ms_per_agent_step`` the process's CPU time per agent step
-(all threads; less sensitive to other jobs than wall time); ``load_average`` is the machine's 1-minute load at the end, since other
-jobs may share the cores.
+(all threads; less sensitive to other jobs than wall time); ``load_average_start`` and ``load_average`` are the machine's
+1-minute load before and after, since other jobs may share the cores; ``code`` is the commit of the ``mbrl_lightning``
+checkout that ran (``+``: with uncommitted changes).
 
 ``--phases N`` adds ``phase_cpu_ms``: after the timed steps, N more gradient steps taken phase by
 phase as ``gradient_update`` takes them (replay sample, augmentation and scaling, loss forward,
@@ -23,17 +24,29 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from json_lines import stdout_to_stderr
 from torch.profiler import ProfilerActivity, profile
 from torchrl.envs import ExplorationType, set_exploration_type
 
+import mbrl_lightning
 from mbrl_lightning.cli import MBRLCLI
 
 PROFILED_BATCHES = 8  # learning batches under torch.profiler (from the third on)
+
+
+def code_version() -> str:
+    """The commit of the checkout whose ``mbrl_lightning`` ran, ``+`` when it has uncommitted changes."""
+    folder = Path(mbrl_lightning.__file__).parent
+    git = ["git", "-C", str(folder)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True).stdout.strip()
+    return (commit or "unknown") + ("+" if dirty else "")
 
 
 def phase_times(model, steps: int) -> dict[str, float]:
@@ -127,7 +140,7 @@ def measure(config: str, threads: int, learning_starts: int, steps: int, profile
     cpu = timings["cpu"]
     cpu_ms = (cpu[-1] - cpu[1]) / (len(cpu) - 2) / frames * 1e3
     return {
-        "config": config, "overrides": overrides, "threads": threads, "agent_steps_per_batch": frames,
+        "config": config, "overrides": overrides, "code": code_version(), "threads": threads, "agent_steps_per_batch": frames,
         "gradient_steps_per_agent_step": model.updates_per_batch / frames,
         "ms_per_agent_step": round(step_ms, 2), "cpu_ms_per_agent_step": round(cpu_ms, 2), "ms_learning_per_agent_step": round(update_ms, 2),
         "ms_acting_per_agent_step": round(step_ms - update_ms, 2),

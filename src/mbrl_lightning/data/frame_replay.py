@@ -184,7 +184,8 @@ class FrameStackReplay:
         del transitions["step_count"]
         observation = self._frame_rows(self.frames, source, envs.unsqueeze(-1))
         transitions["observation"] = observation
-        transitions["next", "observation"] = torch.cat([observation[:, 1:], self._frame_rows(self.next_frames, slots, envs)[:, None]], 1)
+        newest = self._frame_rows(self.next_frames, slots, envs)[:, None]
+        transitions["next", "observation"] = torch.cat([observation[:, 1:], newest], 1)
         return transitions
 
     def next_observations(self, steps: torch.Tensor, envs: torch.Tensor) -> torch.Tensor:
@@ -195,7 +196,7 @@ class FrameStackReplay:
                           self._frame_rows(self.next_frames, slots, envs)[:, None]], 1)
 
     def _stack_sources(self, steps: torch.Tensor, envs: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        """Slots of the ``frame_stack`` frames of each observation, oldest first: the episode's first frame repeated before its start."""
+        """Slots of the ``frame_stack`` frames of each observation, oldest first (the episode's first one repeated before it)."""
         back = torch.arange(self.frame_stack - 1, -1, -1)
         return (steps.unsqueeze(-1) - torch.minimum(back, count.unsqueeze(-1))) % self.slots
 

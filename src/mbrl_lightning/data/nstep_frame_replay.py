@@ -136,7 +136,10 @@ class NStepFrameReplay(FrameStackReplay):
         return transitions
 
     def sequences(self, steps: torch.Tensor, envs: torch.Tensor, observations: torch.Tensor) -> TensorDict:
-        """``future_observation`` (the K given stacks per sample, obs ``t+1 .. t+K``), ``future_action`` (``a_t .. a_{t+K-1}``), ``future_mask``."""
+        """``future_observation`` (the given K stacks per sample: obs ``t+1 .. t+K``), ``future_action``, ``future_mask``.
+
+        ``future_action`` holds ``a_t .. a_{t+K-1}``; ``future_mask`` is False once the episode ended.
+        """
         length = self.sequence_length
         slots, in_episode = self._window(steps, envs, length)
         # Observation t+k is the next observation of step t+k-1: valid when that step is in t's episode.

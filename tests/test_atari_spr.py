@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +195,37 @@ def test_resumed_spr_run_continues_exactly() -> None:
     # Weights (encoder, heads and their noise, latent model), target network and priorities: all identical.
     for name, value in straight.items():
         assert torch.equal(value, resumed[name]), name
+
+
+FAULT_PROBE = """
+import ctypes, resource, sys
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes, libc.memset.argtypes = [ctypes.c_void_p], [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+if sys.argv[1] == "retain":
+    from mbrl_lightning.allocator import retain_freed_memory
+    assert retain_freed_memory()
+sizes = [3 << 20, 7 << 20, 5 << 20, 9 << 20, 2 << 20]  # a step's worth of multi-megabyte tensors
+def step():
+    blocks = [libc.malloc(n) for n in sizes]
+    for block, n in zip(blocks, sizes):
+        libc.memset(block, 1, n)
+    for block in reversed(blocks):
+        libc.free(block)
+for _ in range(3):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10 / (sum(sizes) // 4096))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_retained_heap_takes_no_page_faults_for_repeated_large_blocks(subprocess_env) -> None:
+    def faults_per_page(mode: str) -> float:
+        done = subprocess.run([sys.executable, "-c", FAULT_PROBE, mode], env=subprocess_env, capture_output=True, text=True, check=True)
+        return float(done.stdout)
+    # By default glibc maps such blocks anew each time (a fault per page written); retained, they are reused.
+    assert faults_per_page("default") > 0.5
+    assert faults_per_page("retain") < 0.01

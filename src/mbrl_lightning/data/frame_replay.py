@@ -178,16 +178,37 @@ class FrameStackReplay:
     def gather(self, steps: torch.Tensor, envs: torch.Tensor) -> TensorDict:
         """Transitions at absolute step indices ``steps`` of env copies ``envs``."""
         slots = steps % self.slots
-        count = self.data["step_count"][slots, envs].reshape(-1).long()
-        back = torch.arange(self.frame_stack - 1, -1, -1)  # oldest frame first
-        source = (steps.unsqueeze(-1) - torch.minimum(back, count.unsqueeze(-1))) % self.slots
-        observation = self.frames[source, envs.unsqueeze(-1)]
-        newest = self.next_frames[slots, envs].unsqueeze(1)
-        transitions = self.data[slots, envs].clone()
+        # Advanced indexing already copies: no clone needed.
+        transitions = self.data[slots, envs]
+        source = self._stack_sources(steps, envs, transitions["step_count"].reshape(-1).long())
         del transitions["step_count"]
+        observation = self._frame_rows(self.frames, source, envs.unsqueeze(-1))
         transitions["observation"] = observation
+        newest = self._frame_rows(self.next_frames, slots, envs)[:, None]
         transitions["next", "observation"] = torch.cat([observation[:, 1:], newest], 1)
         return transitions
+
+    def next_observations(self, steps: torch.Tensor, envs: torch.Tensor) -> torch.Tensor:
+        """The next observation stacks ``[len(steps), frame_stack, H, W]`` of the transitions at ``steps``, frames only."""
+        slots = steps % self.slots
+        source = self._stack_sources(steps, envs, self.data["step_count"][slots, envs].reshape(-1).long())
+        return torch.cat([self._frame_rows(self.frames, source[:, 1:], envs.unsqueeze(-1)),
+                          self._frame_rows(self.next_frames, slots, envs)[:, None]], 1)
+
+    def _stack_sources(self, steps: torch.Tensor, envs: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """Slots of the ``frame_stack`` frames of each observation, oldest first (the episode's first one repeated before it)."""
+        back = torch.arange(self.frame_stack - 1, -1, -1)
+        return (steps.unsqueeze(-1) - torch.minimum(back, count.unsqueeze(-1))) % self.slots
+
+    def _frame_rows(self, frames: torch.Tensor, slots: torch.Tensor, envs: torch.Tensor) -> torch.Tensor:
+        """``frames[slots, envs]`` (broadcast index shapes, then ``H, W``) as one ``index_select`` of whole frames.
+
+        Why not ``frames[slots, envs]``: the advanced index copies byte by byte; ``index_select`` copies
+        each 84x84 frame as one row, about ten times faster on a 32-sample batch.
+        """
+        rows = (slots * self.num_envs + envs).reshape(-1)
+        shape = torch.broadcast_shapes(slots.shape, envs.shape)
+        return frames.view(-1, *frames.shape[2:]).flatten(1).index_select(0, rows).view(*shape, *frames.shape[2:])
 
     # ----------------------------------------------------------------- checkpoints
     def _rows(self, slots: torch.Tensor) -> torch.Tensor:

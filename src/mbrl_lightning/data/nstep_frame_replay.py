@@ -105,6 +105,9 @@ class NStepFrameReplay(FrameStackReplay):
     def gather(self, steps: torch.Tensor, envs: torch.Tensor) -> TensorDict:
         """n-step transitions (and K-step sequences) starting at absolute steps ``steps`` of env copies ``envs``."""
         transitions = super().gather(steps, envs)
+        # The other stacks are next observations (the n-step window's closing one, the K future
+        # ones): rebuilt together, by one call.
+        stack_steps, stack_envs = [], []
         if self.n_step > 1:
             slots, used = self._window(steps, envs, self.n_step)
             discount = self.gamma ** torch.arange(self.n_step, dtype=torch.float32)
@@ -113,21 +116,33 @@ class NStepFrameReplay(FrameStackReplay):
                     values = self.data[key][slots, envs[:, None]].reshape(used.shape)
                     transitions[key] = (values * discount * used).sum(1, keepdim=True).to(transitions[key].dtype)
             count = used.sum(1)
-            closing = super().gather(steps + count - 1, envs)["next"]
-            for key in ("observation", "done", "terminated", "truncated"):
-                transitions["next", key] = closing[key]
+            closing = steps + count - 1
+            closing_data = self.data["next"][closing % self.slots, envs]
+            for key in ("done", "terminated", "truncated"):
+                transitions["next", key] = closing_data[key]
             transitions["steps_to_next_obs"] = count[:, None]
+            stack_steps.append(closing)
+            stack_envs.append(envs)
         if self.sequence_length:
-            transitions.update(self.sequences(steps, envs))
+            # Observation t+k is the next observation of step t+k-1 (clamped to the newest stored step).
+            stack_steps.append((steps[:, None] + torch.arange(self.sequence_length)).clamp_max(self.written - 1).reshape(-1))
+            stack_envs.append(envs.repeat_interleave(self.sequence_length))
+        if stack_steps:
+            stacks = self.next_observations(torch.cat(stack_steps), torch.cat(stack_envs))
+            if self.n_step > 1:
+                transitions["next", "observation"] = stacks[:len(steps)]
+            if self.sequence_length:
+                transitions.update(self.sequences(steps, envs, stacks[-len(steps) * self.sequence_length:]))
         return transitions
 
-    def sequences(self, steps: torch.Tensor, envs: torch.Tensor) -> TensorDict:
-        """``future_observation`` (obs ``t+1 .. t+K``), ``future_action`` (``a_t .. a_{t+K-1}``), ``future_mask``."""
+    def sequences(self, steps: torch.Tensor, envs: torch.Tensor, observations: torch.Tensor) -> TensorDict:
+        """``future_observation`` (the given K stacks per sample: obs ``t+1 .. t+K``), ``future_action``, ``future_mask``.
+
+        ``future_action`` holds ``a_t .. a_{t+K-1}``; ``future_mask`` is False once the episode ended.
+        """
         length = self.sequence_length
         slots, in_episode = self._window(steps, envs, length)
         # Observation t+k is the next observation of step t+k-1: valid when that step is in t's episode.
-        previous = (steps[:, None] + torch.arange(length)).clamp_max(self.written - 1)
-        observations = super().gather(previous.reshape(-1), envs.repeat_interleave(length))["next", "observation"]
         return TensorDict({
             "future_observation": observations.reshape(len(steps), length, *observations.shape[1:]),
             "future_action": self.data["action"][slots, envs[:, None]],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 from conftest import fit_args, run_fit
 from lightning.pytorch import Trainer
@@ -79,15 +77,3 @@ def test_target_equals_the_online_net_after_every_nth_gradient_step_of_training(
             enable_model_summary=False, num_sanity_val_steps=0).fit(model)
     assert copied == [step % 3 == 0 for step in range(1, 11)]
 
-
-def test_under_ddp_epsilon_and_learning_starts_count_the_frames_of_all_ranks() -> None:
-    """On 2 ranks a rank's 32 frames are half of a 64-frame batch: epsilon anneals by 64, learning waits for 96 in all."""
-    model = DQN(EnvFactory("CartPole-v1"), eps_init=1.0, eps_end=0.0, eps_anneal_frames=256, learning_starts=96,
-                total_frames=1000, frames_per_batch=64)
-    model._trainer = SimpleNamespace(world_size=2, global_rank=0)  # rank 0 of 2, no process group needed
-    rollout = EnvFactory("CartPole-v1").make(seed=0).rollout(48, break_when_any_done=False).reshape(-1)
-    model.update(rollout[:32])
-    assert abs(model.epsilon - 0.75) < 1e-6
-    assert not model.learning_started()  # 64 transitions in both shards
-    model.store(rollout[32:])
-    assert model.learning_started()  # 48 here, 96 in both

@@ -36,8 +36,9 @@ from torch import nn
 from torchrl.collectors import Collector, MultiSyncCollector
 from torchrl.envs.utils import RandomPolicy
 from torchrl.modules import EGreedyModule, QValueActor
-from torchrl.objectives import DQNLoss, HardUpdate, ValueEstimators
+from torchrl.objectives import DQNLoss, ValueEstimators
 
+from mbrl_lightning.algorithms.hard_update import EveryNHardUpdate
 from mbrl_lightning.data.vector_collector import VectorEnvCollector, supports_lean_collection
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.envs.factory import validate_env_id
@@ -182,7 +183,7 @@ def training(seconds: float, device: str) -> None:
     actor = QValueActor(MLP(4, 2), in_keys=["observation"], spec=spec).to(device)
     loss_module = DQNLoss(actor, delay_value=True, action_space=spec)
     loss_module.make_value_estimator(ValueEstimators.TD0, gamma=0.99)
-    updater = HardUpdate(loss_module, value_network_update_interval=10)
+    updater = EveryNHardUpdate(loss_module, value_network_update_interval=10)  # DQN's target update
     optimizer = torch.optim.Adam(actor.parameters(), lr=1e-3)
     batch = _transitions(64, device)
 

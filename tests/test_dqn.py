@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 from conftest import fit_args, run_fit
+from lightning.pytorch import Trainer
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.algorithms import DQN
 from mbrl_lightning.envs import EnvFactory
+from mbrl_lightning.nets import MLP
 from mbrl_lightning.tracking import tracking_uri
 
 
@@ -40,15 +42,38 @@ def test_epsilon_decays_linearly_with_frames() -> None:
     assert abs(model.epsilon - 0.1) < 1e-6
 
 
+def _target_equals_online(model: DQN) -> bool:
+    online = model.loss_module.value_network_params.values(True, True)
+    target = model.loss_module.target_value_network_params.values(True, True)
+    return all(torch.equal(o, t) for o, t in zip(online, target))
+
+
 def test_hard_target_copies_every_interval() -> None:
     model = DQN(EnvFactory("CartPole-v1"), target_update_interval=3, total_frames=10, frames_per_batch=1)
-    online = model.loss_module.value_network_params
-    target = model.loss_module.target_value_network_params
-    with torch.no_grad():
-        online.apply(lambda p: p.add_(1.0))
-    differs = lambda: any((o != t).any() for o, t in zip(online.values(True, True), target.values(True, True)))
-    for _ in range(3):
+    copied = []
+    for _ in range(9):
+        with torch.no_grad():
+            model.loss_module.value_network_params.apply(lambda p: p.add_(1.0))
         model.target_updater.step()
-        assert differs()
-    model.target_updater.step()
-    assert not differs()
+        copied.append(_target_equals_online(model))
+    assert copied == [False, False, True] * 3
+
+
+def test_target_equals_the_online_net_after_every_nth_gradient_step_of_training() -> None:
+    """Through real training: after gradient steps 3, 6 and 9 the target is the online net, after no other."""
+    model = DQN(EnvFactory("CartPole-v1"), q_net=lambda o, a: MLP(o, a, hidden_sizes=(16,)), batch_size=8,
+                learning_starts=8, updates_per_batch=2, target_update_interval=3, total_frames=40, frames_per_batch=8,
+                eval_every_frames=0, collector="lean")
+    copied: list[bool] = []
+    gradient_update = model.gradient_update
+
+    def recorded_update(sample):
+        metrics = gradient_update(sample)
+        copied.append(_target_equals_online(model))
+        return metrics
+
+    model.gradient_update = recorded_update
+    Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0).fit(model)
+    assert copied == [step % 3 == 0 for step in range(1, 11)]
+

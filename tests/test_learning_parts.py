@@ -232,8 +232,8 @@ SMALL_MBPO = ("--model.model_learning.init_args.max_epochs", "1",
               "--model.model_learning.init_args.world_model.init_args.hidden_sizes", "[32]",
               "--model.imagined.starts", "64")
 TARGET_FAMILIES = {
-    # (config, rule, tau, overrides): batches of 32 frames, updates on every batch. TorchRL's HardUpdate
-    # copies on every (interval + 1)-th step: with interval 1 and 2 steps, each batch ends with a copy.
+    # (config, rule, tau, overrides): batches of 32 frames, updates on every batch. Interval 1 copies
+    # after every gradient step, so each batch ends with a copy.
     "dqn": ("cartpole_dqn.yaml", "copy", 0.0, ("--model.updates_per_batch", "2", "--model.target_update_interval", "1")),
     "dqn_imagination": ("cartpole_dqn_imagination.yaml", "copy", 0.0,
                         ("--model.updates_per_batch", "2", "--model.target_update_interval", "1",

@@ -10,9 +10,10 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase, TensorDictSequential
 from torch import nn
 from torchrl.modules import EGreedyModule, QValueActor
-from torchrl.objectives import DQNLoss, HardUpdate, SoftUpdate, ValueEstimators
+from torchrl.objectives import DQNLoss, SoftUpdate, ValueEstimators
 
 from mbrl_lightning.algorithms.base import Metrics
+from mbrl_lightning.algorithms.hard_update import EveryNHardUpdate
 from mbrl_lightning.algorithms.replay_learner import ReplayLearner
 from mbrl_lightning.data.replay import StorageKind
 from mbrl_lightning.envs import EnvFactory
@@ -37,9 +38,11 @@ class DQN(ReplayLearner):
         updates_per_batch: gradient steps after each collected batch.
         double_dqn: select next actions with the online net, evaluate them with the target net.
         loss_function: TD-error loss, ``l2`` or ``smooth_l1`` (Huber).
-        target_update_interval: gradient steps between hard target-network copies, less one: TorchRL's
-            ``HardUpdate`` copies on the step after its counter reaches the interval (every ``N + 1`` steps).
-            The recorded runs of the DQN configs were made so; ``target_tau: 1.0`` copies every step.
+        target_update_interval: gradient steps between two hard copies of the online net into the
+            target net: the copy follows gradient steps ``N``, ``2N``, ... (1: after every step). It counts
+            gradient steps, not env frames; with ``updates_per_batch`` equal to it, the copy comes once per
+            collected batch, after its updates (Stable-Baselines3's schedule when its env-step interval is
+            shorter than its ``train_freq``).
         target_tau: when set, Polyak-average the target net with this rate every step instead.
         eps_init: initial exploration rate.
         eps_end: final exploration rate.
@@ -81,6 +84,8 @@ class DQN(ReplayLearner):
             )
         require(target_tau is None or 0.0 < target_tau <= 1.0, "model.target_tau", target_tau, "must lie in (0, 1]")
         require(lr > 0, "model.lr", lr, "must be positive")
+        require(target_update_interval >= 1, "model.target_update_interval", target_update_interval,
+                "must be a whole number of gradient steps, at least 1")
         require(0.0 < gamma <= 1.0, "model.gamma", gamma, "must lie in (0, 1]")
         self.configure_replay(batch_size, buffer_size, replay_storage, learning_starts, updates_per_batch)
         self.lr = lr
@@ -100,9 +105,9 @@ class DQN(ReplayLearner):
         )
         self.loss_module.make_value_estimator(ValueEstimators.TD0, gamma=gamma)
         if target_tau is not None:
-            self.target_updater: HardUpdate | SoftUpdate = SoftUpdate(self.loss_module, tau=target_tau)
+            self.target_updater: EveryNHardUpdate | SoftUpdate = SoftUpdate(self.loss_module, tau=target_tau)
         else:
-            self.target_updater = HardUpdate(self.loss_module, value_network_update_interval=target_update_interval)
+            self.target_updater = EveryNHardUpdate(self.loss_module, value_network_update_interval=target_update_interval)
 
     def build_q_network(self, q_net: NetFactory | None, num_actions: int) -> nn.Module:
         """The online Q-network: ``q_net(observation_size, num_actions)``, an MLP by default."""

@@ -257,7 +257,7 @@ class OffPolicyActorCritic(ReplayLearner):
             self.observation_normalizer.update(batch["observation"])
         metrics = super().update(batch)
         if self.warmup_policy is not None:
-            self.warmup_policy.warming_up.fill_(len(self.replay_buffer) < self.learning_starts)
+            self.warmup_policy.warming_up.fill_(not self.learning_started())
         return metrics
 
     def updates_due(self, frames: int) -> int:

@@ -67,8 +67,12 @@ class ReplayLearner(RLModule):
         for _ in range(count):
             yield self.replay_buffer.sample(self.batch_size).to(self.device)
 
+    def learning_started(self) -> bool:
+        """Whether all DDP ranks together hold ``learning_starts`` transitions (each holds an equal shard)."""
+        return len(self.replay_buffer) * self.world_size >= self.learning_starts
+
     def updates_due(self, frames: int) -> int:
-        """Gradient steps to take after a batch of ``frames`` new frames: ``updates_per_batch`` here."""
+        """Gradient steps to take after a batch of ``frames`` new frames (all ranks'): ``updates_per_batch`` here."""
         return self.updates_per_batch
 
     def train_batch(self, sample: TensorDictBase) -> tuple[TensorDictBase, Metrics]:
@@ -82,15 +86,17 @@ class ReplayLearner(RLModule):
     def update(self, batch: TensorDictBase) -> Metrics:
         """Store the batch, anneal exploration, then take :meth:`updates_due` gradient steps."""
         self.store(batch)
+        # Schedules count the frames of all DDP ranks, which collect equal shares of each batch.
+        frames = batch.numel() * self.world_size
         if self.exploration is not None:
-            self.exploration.step(batch.numel())
+            self.exploration.step(frames)
         metrics = self.exploration_metrics()
-        if len(self.replay_buffer) < self.learning_starts:
+        if not self.learning_started():
             return metrics
         metrics.update(self.before_updates(batch))
         losses: dict[str, list[torch.Tensor]] = {}
         sample_metrics: dict[str, list[float]] = {}
-        for sample in self.replay_batches(self.updates_due(batch.numel())):
+        for sample in self.replay_batches(self.updates_due(frames)):
             sample, about = self.train_batch(sample)
             for key, value in self.gradient_update(sample).items():
                 losses.setdefault(key, []).append(value)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 
@@ -23,16 +25,15 @@ class StopAtReturn(Callback):
         self.reached_frame: int | None = None
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_: object) -> None:
-        """Ask the trainer to stop when the latest evaluation reached the threshold."""
+        """Ask the trainer to stop when the latest evaluation reached the threshold (on any DDP rank)."""
         value = trainer.callback_metrics.get("eval/return_mean")
-        reached = value is not None and float(value) >= self.threshold
+        best = float(value) if value is not None else -math.inf
         if trainer.world_size > 1:
-            # DDP ranks must stop at the same batch, or one waits for the other forever.
-            reached = trainer.strategy.reduce_boolean_decision(reached, all=False)
-        if reached:
-            # A rank stops when any rank reached the threshold, even if it holds no return itself.
-            if value is not None:
-                self.reached_return, self.reached_frame = float(value), pl_module.frames
+            # DDP ranks must stop at the same batch, or one waits for the other forever: the best
+            # return of any rank decides for all, also on a rank that holds none of its own.
+            best = float(trainer.strategy.reduce(torch.tensor(best, device=pl_module.device), reduce_op="max"))
+        if best >= self.threshold:
+            self.reached_return, self.reached_frame = best, pl_module.frames
             trainer.should_stop = True
 
     def state_dict(self) -> dict[str, Any]:

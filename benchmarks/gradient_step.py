@@ -16,7 +16,9 @@ learning, one gradient step per frame) and the load average, since other jobs ma
 critics) instead of the fused terms (``sac_fused.py``), the path every SAC took before them; and
 ``sb3_sac`` is Stable-Baselines3's SAC with the same rl-baselines3-zoo settings (``sb3_peer.py``:
 gSDE, 8 steps after every 8 frames), over the same number of learning frames in the same process,
-its gradient steps timed inside its ``train`` calls. ``--rounds`` repeats the list, interleaving
+its gradient steps timed inside its ``train`` calls; ``plain_torch`` is a bare SAC step in plain
+PyTorch at the same sizes (``sac_step_floor.py``, gradient steps only, no collection), the floor
+of eager PyTorch on this machine. ``--rounds`` repeats the list, interleaving
 the algorithms, so a change of machine load hits all of them alike.
 """
 
@@ -129,10 +131,25 @@ def measure_sb3_sac(env_id: str, learning_starts: int, batches: int) -> dict:
     }
 
 
+def measure_plain_torch(env_id: str, batches: int) -> dict:
+    """The bare plain-PyTorch SAC step at ``sac``'s sizes, for as many steps as ``sac`` takes in its timed batches."""
+    from sac_step_floor import cpu_ms_per_step
+
+    spec = EnvFactory(env_id).make()
+    sizes = int(spec.observation_spec["observation"].shape[-1]), int(spec.action_spec.shape[-1])
+    spec.close()
+    cpu, wall = cpu_ms_per_step(*sizes, (400, 300), SAC_SETTINGS["batch_size"], FRAMES_PER_BATCH * (batches - 1))
+    return {
+        "algorithm": "plain_torch", "env": env_id, "batch_size": SAC_SETTINGS["batch_size"],
+        "cpu_ms_per_gradient_step": round(cpu, 2), "wall_ms_per_gradient_step": round(wall, 2),
+        "load_average": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads(),
+    }
+
+
 def main() -> None:
     """Measure each algorithm and print one JSON line each."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algorithms", nargs="+", choices=[*sorted(ALGORITHMS), "sb3_sac"], default=["ddpg", "td3"])
+    parser.add_argument("--algorithms", nargs="+", choices=[*sorted(ALGORITHMS), "sb3_sac", "plain_torch"], default=["ddpg", "td3"])
     parser.add_argument("--rounds", type=int, default=1, help="measure the list this many times, interleaved")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--env", default="HalfCheetahBulletEnv-v0")
@@ -147,6 +164,8 @@ def main() -> None:
         with stdout_to_stderr():
             if name == "sb3_sac":
                 record = measure_sb3_sac(args.env, args.learning_starts, args.batches)
+            elif name == "plain_torch":
+                record = measure_plain_torch(args.env, args.batches)
             else:
                 record = measure(name, args.env, args.learning_starts, args.batches, args.profile)
         print(json.dumps(record), flush=True)

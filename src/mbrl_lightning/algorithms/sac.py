@@ -94,9 +94,7 @@ class SAC(OffPolicyActorCritic):
         # state dict the same before and after training, so a checkpoint loads into a fresh module.
         _ = self.loss_module.target_entropy
         # The same terms without vmap's per-call overhead, where the nets allow (None: SACLoss's own path).
-        distribution = self.actor.module[1]
-        self.fused_terms = FusedSACTerms.of(self.loss_module, self.actor.module[0].module,
-                                            distribution.distribution_kwargs)
+        self.fused_terms = FusedSACTerms.of(self.loss_module, self.actor)
 
     def make_actor(self, actor_net: NetFactory, observation_size: int, action_size: int) -> TensorDictModuleBase:
         """A tanh-Gaussian over the action box: the net gives loc and (softplus-mapped) scale."""

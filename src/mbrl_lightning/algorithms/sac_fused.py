@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tensordict import TensorDictBase
 from torch import Tensor, nn
-from torchrl.modules import TanhNormal
+from torchrl.modules import ProbabilisticActor, TanhNormal
 from torchrl.objectives import SACLoss
 from torchrl.objectives.utils import distance_loss
 
@@ -96,13 +96,17 @@ class FusedSACTerms:
         self.critics = critics
 
     @classmethod
-    def of(cls, loss: SACLoss, actor_body: nn.Module, distribution_kwargs: dict[str, Any]) -> FusedSACTerms | None:
-        """The fused terms of ``loss``, or None when its settings or critic need SACLoss's own path."""
+    def of(cls, loss: SACLoss, actor: ProbabilisticActor) -> FusedSACTerms | None:
+        """The fused terms of ``loss`` over ``actor``, or None when its settings, actor or critic need SACLoss's path."""
         critics = StackedCritics.of(loss.qvalue_network.module)
         # SAC v1 (a state-value net) and skipping done states take branches the fused terms do not have.
         if critics is None or loss._version != 2 or loss.skip_done_states:
             return None
-        return cls(loss, actor_body, distribution_kwargs, critics)
+        # The actor must be SAC's: a module from observation to (loc, scale), then a TanhNormal.
+        parts = list(actor.module)
+        if len(parts) != 2 or parts[0].in_keys != ["observation"] or parts[1].distribution_class is not TanhNormal:
+            return None
+        return cls(loss, parts[0].module, parts[1].distribution_kwargs, critics)
 
     def _sample_action(self, observation: Tensor) -> tuple[Tensor, Tensor]:
         """A reparameterised action of the actor and its log-probability (TorchRL's ``TanhNormal``)."""

@@ -2,10 +2,9 @@
 
 TorchRL's ``SACLoss`` evaluates its critic copies through ``torch.vmap`` over a TensorDictModule:
 every call swaps stacked parameters into the module, wraps and unwraps batched tensors and builds
-TensorDicts. On one CPU thread that bookkeeping costs about as much as the matmuls themselves
-(HalfCheetahBullet, 400-300 nets, batch 256: the two terms' forward passes took 19.4 ms per
-gradient step through SACLoss and 12.9 ms here, measured interleaved; their arithmetic is about
-5.5 ms at one core's matmul speed). :class:`FusedSACTerms` computes the same two terms from the same
+TensorDicts. On one CPU thread that bookkeeping is a large share of a gradient step
+(``benchmarks/gradient_step.py --algorithms sac sac_sacloss`` times both paths; see
+``docs/algorithms/sac.md``). :class:`FusedSACTerms` computes the same two terms from the same
 stacked parameters with ``torch.baddbmm`` and calls the actor's own modules on tensors; the target
 (TorchRL's value estimator), the reduction (the loss's ``_reduce_loss``) and the distribution
 (TorchRL's ``TanhNormal``) stay TorchRL's. ``tests/test_sac_fused.py`` checks both terms and their

@@ -197,6 +197,13 @@ class OffPolicyActorCritic(ReplayLearner):
     def critic_parameters(self) -> TensorDictBase:
         """The critic parameters the loss trains (TD3's twin critics exist only in the loss, stacked)."""
 
+    def further_actor_step_losses(self) -> list[tuple[str, int, torch.Tensor]]:
+        """Loss terms an actor step adds, as ``(metric, optimizer index, loss)``; they join its one backward pass.
+
+        Called after :meth:`actor_loss`; a term's optimizer steps after the actor's. None here (SAC's temperature).
+        """
+        return []
+
     def make_actor(self, actor_net: NetFactory, observation_size: int, action_size: int) -> TensorDictModuleBase:
         """The actor: ``actor_net``'s output through tanh, scaled to the action box (deterministic)."""
         body = TensorDictModule(actor_net(observation_size, action_size), ["observation"], ["param"])
@@ -286,11 +293,15 @@ class OffPolicyActorCritic(ReplayLearner):
         with set_exploration_type(self.loss_module.deterministic_sampling_mode):
             critic_loss = self.critic_loss(sample)
             actor_loss = self.actor_loss(sample) if update_actor else None
+        further = self.further_actor_step_losses() if update_actor else []
         # The actor term reads the critic through detached parameters, so one backward pass
         # serves both networks without the actor's gradient leaking into the critic.
         total = critic_loss if actor_loss is None else critic_loss + actor_loss
         actor_optimizer.zero_grad()
         critic_optimizer.zero_grad()
+        for _, index, loss in further:
+            total = total + loss
+            self.optimizer(index).zero_grad()
         self.manual_backward(total)
         if self.max_grad_norm is not None:
             self.clip_gradients(critic_optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
@@ -303,6 +314,9 @@ class OffPolicyActorCritic(ReplayLearner):
             losses["loss/actor"] = actor_loss.detach()
             # Targets move with the actor (TD3's delayed target updates; every step for DDPG).
             self.target_updater.step()
+            for metric, index, loss in further:
+                self.optimizer(index).step()
+                losses[metric] = loss.detach()
         self.gradient_steps += 1
         return losses
 

@@ -12,6 +12,7 @@ from torchrl.modules import ProbabilisticActor, TanhNormal
 from torchrl.objectives import LossModule, SACLoss
 
 from mbrl_lightning.algorithms.off_policy import NetFactory, OffPolicyActorCritic
+from mbrl_lightning.algorithms.sac_fused import FusedSACTerms
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import require
 from mbrl_lightning.nets import MLP
@@ -92,6 +93,8 @@ class SAC(OffPolicyActorCritic):
         # SACLoss registers its target-entropy buffer on first use; registering it now keeps the
         # state dict the same before and after training, so a checkpoint loads into a fresh module.
         _ = self.loss_module.target_entropy
+        # The same terms without vmap's per-call overhead, where the nets allow (None: SACLoss's own path).
+        self.fused_terms = FusedSACTerms.of(self.loss_module, self.actor)
 
     def make_actor(self, actor_net: NetFactory, observation_size: int, action_size: int) -> TensorDictModuleBase:
         """A tanh-Gaussian over the action box: the net gives loc and (softplus-mapped) scale."""
@@ -116,10 +119,15 @@ class SAC(OffPolicyActorCritic):
 
     def critic_loss(self, sample: TensorDictBase) -> torch.Tensor:
         """SACLoss's regression of every critic to the soft TD target."""
+        if self.fused_terms is not None:
+            return self.fused_terms.critic_loss(sample)
         return self.loss_module.qvalue_v2_loss(sample)[0]
 
     def actor_loss(self, sample: TensorDictBase) -> torch.Tensor:
         """SACLoss's ``alpha * log pi - min Q`` of reparameterised actions; keeps their log-probabilities."""
+        if self.fused_terms is not None:
+            loss, self._log_prob = self.fused_terms.actor_loss(sample)
+            return loss
         loss, metadata = self.loss_module.actor_loss(sample)
         self._log_prob = metadata["log_prob"]
         return loss
@@ -140,17 +148,20 @@ class SAC(OffPolicyActorCritic):
             optimizers.append(torch.optim.Adam([self.loss_module.log_alpha], lr=self.alpha_lr, fused=True))
         return optimizers
 
+    def further_actor_step_losses(self) -> list[tuple[str, int, torch.Tensor]]:
+        """Unless fixed, TorchRL's temperature loss on the actor step's log-probabilities, stepped by Adam 2."""
+        if self.fixed_alpha:
+            return []
+        # It reads the log-probabilities detached and the critic and actor terms read the temperature
+        # without a gradient, so sharing their backward pass gives ``log alpha`` the gradient of its own
+        # loss alone; stepped after them, this step's critic target and actor loss used the temperature
+        # from before it, as in Stable-Baselines3.
+        return [("loss/alpha", 2, self.loss_module.alpha_loss(self._log_prob).mean())]
+
     def gradient_update(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
-        """The base's critic, actor and target steps, then a temperature step on the actor's log-probabilities."""
+        """The base's critic, actor, temperature and target steps; reports the temperature and the entropy."""
         losses = super().gradient_update(sample)
-        if "loss/actor" not in losses:  # a critic-only step (actor_update_interval > 1)
-            return losses
-        if not self.fixed_alpha:
-            # Like Stable-Baselines3, this step's critic target and actor loss used the temperature
-            # from before it.
-            alpha_loss = self.loss_module.alpha_loss(self._log_prob).mean()
-            self.gradient_step(2)(alpha_loss)
-            losses["loss/alpha"] = alpha_loss.detach()
-        losses["train/alpha"] = self.loss_module.log_alpha.detach().exp()
-        losses["train/entropy"] = -self._log_prob.mean()
+        if "loss/actor" in losses:  # not on a critic-only step (actor_update_interval > 1)
+            losses["train/alpha"] = self.loss_module.log_alpha.detach().exp()
+            losses["train/entropy"] = -self._log_prob.mean()
         return losses

@@ -8,11 +8,11 @@ from typing import Any, Literal
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.objectives import HardUpdate
 
 from mbrl_lightning.algorithms.atari_dqn import AtariDQN
-from mbrl_lightning.allocator import retain_freed_memory
 from mbrl_lightning.algorithms.base import Metrics
+from mbrl_lightning.algorithms.hard_update import EveryNHardUpdate
+from mbrl_lightning.allocator import retain_freed_memory
 from mbrl_lightning.data.nstep_frame_replay import NStepFrameReplay, OneStepView
 from mbrl_lightning.envs.atari import AtariEnvFactory
 from mbrl_lightning.errors import require
@@ -136,8 +136,8 @@ class AtariSPR(AtariDQN):
             self.model_learner.learn_from(OneStepView(self.replay_buffer))
         if self.hparams.target_tau == 1.0:
             # A soft update with tau 1 is a copy: TorchRL's lerp reads both networks to write one
-            # (4 ms of CPU per step here). HardUpdate with interval 0 copies at every step.
-            self.target_updater = HardUpdate(self.loss_module, value_network_update_interval=0)
+            # (4 ms of CPU per step here). A hard update with interval 1 copies at every step.
+            self.target_updater = EveryNHardUpdate(self.loss_module, value_network_update_interval=1)
 
     def setup(self, stage: str) -> None:
         """Keep freed memory in the heap (:func:`~mbrl_lightning.allocator.retain_freed_memory`), then the base setup."""

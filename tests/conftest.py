@@ -17,18 +17,29 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
 
-# Tests of a minute or more on two cores, longest first. They start first, so that the two xdist
-# workers (``--dist worksteal``: an idle worker takes the other's queued tests) end together
-# instead of one of them running a long test alone at the end.
+# Tests of half a minute or more on two cores, longest first. xdist's worksteal hands each worker a
+# contiguous share of the collected order, and a worker that runs dry takes the tail of another's
+# queue; so these are dealt out to the heads of the shares: every worker starts on long tests, and
+# the queues end on short ones, so the workers end together.
 LONG_FIRST = (
-    "test_ddp.py::",
+    "test_ddp.py::test_two_process",
+    "test_ddp.py::test_mbppo",
     "test_team.py::test_a_server_that_goes_away",
-    "test_episode_replay.py::test_resume_mid_episode",
-    "test_determinism.py::",
+    "test_mbppo.py::test_mbppo_return_rises",
     "test_reliability.py::test_a_signal_stops",
-    "test_sweep.py::test_a_sweep_runs",
-    "test_resume_cli.py::",
+    "test_episode_replay.py::test_resume_mid_episode",
+    "test_mbpo.py::test_a_resumed_mbpo_run",
+    "test_mbpo.py::test_mbpo_retrains",
+    "test_dqn.py::test_dqn_return_rises",
+    "test_ddp.py::test_world_model_training",
     "test_tune.py::test_three_trials",
+    "test_on_policy.py::test_return_rises",
+    "test_resume_cli.py::",
+    "test_minitaur.py::test_observation_normalisation",
+    "test_resume.py::",
+    "test_determinism.py::",
+    "test_sweep.py::test_a_sweep_runs",
+    "test_pets.py::test_pets_improves",
     "test_compare_cli.py::",
     "test_team.py::",
     "test_cli.py::test_fit_with_overrides",
@@ -41,11 +52,27 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tests of ``LONG_FIRST`` first, in its order; the others keep theirs."""
+    """Deal the tests of ``LONG_FIRST`` in its order to the heads of the workers' shares; the others keep theirs."""
     def rank(item: pytest.Item) -> int:
         return next((index for index, prefix in enumerate(LONG_FIRST) if prefix in item.nodeid), len(LONG_FIRST))
 
-    items.sort(key=rank)
+    ordered = sorted(items, key=rank)
+    long = [item for item in ordered if rank(item) < len(LONG_FIRST)]
+    rest = ordered[len(long):]
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    sizes, left = [], len(items)
+    for worker in range(workers):  # the shares worksteal sends: what is left, over the workers left
+        sizes.append(left // (workers - worker))
+        left -= sizes[-1]
+    heads = [long[worker::workers] for worker in range(workers)]
+    if any(len(head) > size for head, size in zip(heads, sizes)):
+        items[:] = ordered  # a selection of mostly long tests: long first is all there is to do
+        return
+    dealt: list[pytest.Item] = []
+    for head, size in zip(heads, sizes):
+        dealt += head + rest[:size - len(head)]
+        rest = rest[size - len(head):]
+    items[:] = dealt
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import resource
 import shutil
 from pathlib import Path
 
@@ -73,6 +75,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         dealt += head + rest[:size - len(head)]
         rest = rest[size - len(head):]
     items[:] = dealt
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """With ``TEST_CPU_LOG`` set, append each test's CPU seconds to that file as a JSON line.
+
+    Counted: this process and the subprocesses it waited for (servers left running are not). On a
+    shared machine wall times follow the load; CPU seconds are what the suite costs on any machine.
+    """
+    path = os.environ.get("TEST_CPU_LOG")
+    before = _cpu_seconds() if path else 0.0
+    yield
+    if path:
+        with open(path, "a") as log:
+            log.write(json.dumps({"test": item.nodeid, "cpu_s": round(_cpu_seconds() - before, 2)}) + "\n")
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 @pytest.fixture(scope="session")

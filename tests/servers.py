@@ -219,6 +219,13 @@ class Outage:
 
     def close(self) -> None:
         """Refuse new connections and cut the open ones."""
+        try:
+            # A close alone leaves the socket listening while the accepting thread is blocked in
+            # accept(): one more connection gets through, and reopening the port fails with
+            # "Address already in use". A shutdown wakes that thread and stops the listening.
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
         with self._lock:
             connections, self._connections = self._connections, []

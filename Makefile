@@ -23,9 +23,11 @@ fit: setup
 	$(PY) scripts/fit.py --config $(CONFIG)
 
 # Two workers: each test runs single-threaded in its own folder, so they share nothing. An idle
-# worker takes queued tests from the other (worksteal); tests/conftest.py starts the long ones first.
+# worker takes queued tests from the other (worksteal); tests/conftest.py starts the long ones first
+# on both. The 30 slowest are listed at the end, so each run's log shows where the time goes;
+# TEST_CPU_LOG=cpu.jsonl make test also writes each test's CPU seconds, which the load does not change.
 test: setup
-	$(PY) -m pytest -q -n 2 --dist worksteal
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=30
 
 benchmark: setup
 	$(PY) benchmarks/solve_cartpole.py --config conf/cartpole_dqn.yaml

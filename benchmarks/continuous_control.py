@@ -67,11 +67,16 @@ def config_path(env: str, algorithm: str) -> str:
 
 
 class EvaluationLines(Callback):
-    """Print a JSON line after every batch that evaluated, so a stopped run keeps its measurements."""
+    """Print a JSON line after every batch that evaluated, so a stopped run keeps its measurements.
 
-    def __init__(self, about: dict, stream: TextIO) -> None:
+    ``recorded_frames`` are evaluations already printed: a run resumed from a checkpoint older than
+    its last evaluation evaluates those frames again, and their lines are not printed twice.
+    """
+
+    def __init__(self, about: dict, stream: TextIO, recorded_frames: frozenset[int] = frozenset()) -> None:
         self.about = about
         self.stream = stream
+        self.recorded_frames = recorded_frames
         self.evaluations = 0
 
     def on_train_start(self, trainer: Trainer, module: LightningModule) -> None:
@@ -83,6 +88,8 @@ class EvaluationLines(Callback):
         if module.evaluations == self.evaluations:
             return
         self.evaluations = module.evaluations
+        if module.frames in self.recorded_frames:
+            return
         line = {"evaluation": True, **self.about, "frames": module.frames,
                 "return_mean": module.progress.get("eval"), "train_seconds": round(module.train_seconds, 1),
                 "train_fps": round(module.frames / max(module.train_seconds, 1e-9), 1),
@@ -114,7 +121,7 @@ def fit_config(env: str, algorithm: str, seed: int, budgets: list[int], eval_eve
         args += ["--ckpt_path", f"runs:/{resume['run_id']}"]
     about = {"env": env, "algorithm": algorithm, "config": config, "overrides": overrides, "seed": seed}
     cli = MBRLCLI(args)
-    cli.trainer.callbacks.append(EvaluationLines(about, stdout))
+    cli.trainer.callbacks.append(EvaluationLines(about, stdout, frozenset((resume or {}).get("evaluated_frames", ()))))
     cli.fit()
     run_id = cli.trainer.logger.run_id
     client = MlflowClient(tracking_uri())
@@ -165,16 +172,31 @@ def summarize_file(path: str) -> None:
             print(json.dumps(summary(env, algorithm, budget, records)), flush=True)
 
 
+def evaluated_frames(path: str) -> dict[tuple[str, str, int, str], set[int]]:
+    """The frames of every evaluation line in ``path``, by (env, algorithm, seed, run id)."""
+    frames: dict[tuple[str, str, int, str], set[int]] = {}
+    with open(path) as lines:
+        for line in lines:
+            record = json.loads(line)
+            if record.get("evaluation"):
+                frames.setdefault((record["env"], record["algorithm"], record["seed"], record.get("run_id")), set()).add(
+                    record["frames"])
+    return frames
+
+
 def extend(path: str, budgets: list[int], eval_every: int, eval_episodes: int) -> None:
     """Resume every run of ``path`` (finished or stopped) short of ``max(budgets)``; print its new lines."""
+    printed = evaluated_frames(path)
     for record in latest_lines(path, records_only=False):
         recorded = [int(b) for b in record.get("returns", {})]
         reached = record["frames"] if record.get("evaluation") else max(recorded)
         if reached >= max(budgets):
             continue
         all_budgets = sorted({*recorded, *budgets})
+        key = (record["env"], record["algorithm"], record["seed"], record.get("run_id"))
+        resume = {**record, "evaluated_frames": sorted(printed.get(key, ()))}
         extended = run(record["env"], record["algorithm"], record["seed"], all_budgets, eval_every, eval_episodes,
-                       record["overrides"], resume=record)
+                       record["overrides"], resume=resume)
         print(json.dumps(extended), flush=True)
 
 

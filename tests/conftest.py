@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import resource
 import shutil
 from pathlib import Path
 
@@ -17,18 +19,29 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
 
-# Tests of a minute or more on two cores, longest first. They start first, so that the two xdist
-# workers (``--dist worksteal``: an idle worker takes the other's queued tests) end together
-# instead of one of them running a long test alone at the end.
+# Tests of half a minute or more on two cores, longest first. xdist's worksteal hands each worker a
+# contiguous share of the collected order, and a worker that runs dry takes the tail of another's
+# queue; so these are dealt out to the heads of the shares: every worker starts on long tests, and
+# the queues end on short ones, so the workers end together.
 LONG_FIRST = (
-    "test_ddp.py::",
+    "test_ddp.py::test_two_process",
+    "test_ddp.py::test_mbppo",
     "test_team.py::test_a_server_that_goes_away",
-    "test_episode_replay.py::test_resume_mid_episode",
-    "test_determinism.py::",
+    "test_mbppo.py::test_mbppo_return_rises",
     "test_reliability.py::test_a_signal_stops",
-    "test_sweep.py::test_a_sweep_runs",
-    "test_resume_cli.py::",
+    "test_episode_replay.py::test_resume_mid_episode",
+    "test_mbpo.py::test_a_resumed_mbpo_run",
+    "test_mbpo.py::test_mbpo_retrains",
+    "test_dqn.py::test_dqn_return_rises",
+    "test_ddp.py::test_world_model_training",
     "test_tune.py::test_three_trials",
+    "test_on_policy.py::test_return_rises",
+    "test_resume_cli.py::",
+    "test_minitaur.py::test_observation_normalisation",
+    "test_resume.py::",
+    "test_determinism.py::",
+    "test_sweep.py::test_a_sweep_runs",
+    "test_pets.py::test_pets_improves",
     "test_compare_cli.py::",
     "test_team.py::",
     "test_cli.py::test_fit_with_overrides",
@@ -41,11 +54,47 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tests of ``LONG_FIRST`` first, in its order; the others keep theirs."""
+    """Deal the tests of ``LONG_FIRST`` in its order to the heads of the workers' shares; the others keep theirs."""
     def rank(item: pytest.Item) -> int:
         return next((index for index, prefix in enumerate(LONG_FIRST) if prefix in item.nodeid), len(LONG_FIRST))
 
-    items.sort(key=rank)
+    ordered = sorted(items, key=rank)
+    long = [item for item in ordered if rank(item) < len(LONG_FIRST)]
+    rest = ordered[len(long):]
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    sizes, left = [], len(items)
+    for worker in range(workers):  # the shares worksteal sends: what is left, over the workers left
+        sizes.append(left // (workers - worker))
+        left -= sizes[-1]
+    heads = [long[worker::workers] for worker in range(workers)]
+    if any(len(head) > size for head, size in zip(heads, sizes)):
+        items[:] = ordered  # a selection of mostly long tests: long first is all there is to do
+        return
+    dealt: list[pytest.Item] = []
+    for head, size in zip(heads, sizes):
+        dealt += head + rest[:size - len(head)]
+        rest = rest[size - len(head):]
+    items[:] = dealt
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """With ``TEST_CPU_LOG`` set, append each test's CPU seconds to that file as a JSON line.
+
+    Counted: this process and the subprocesses it waited for (servers left running are not). On a
+    shared machine wall times follow the load; CPU seconds are what the suite costs on any machine.
+    """
+    path = os.environ.get("TEST_CPU_LOG")
+    before = _cpu_seconds() if path else 0.0
+    yield
+    if path:
+        with open(path, "a") as log:
+            log.write(json.dumps({"test": item.nodeid, "cpu_s": round(_cpu_seconds() - before, 2)}) + "\n")
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import CONF_DIR, REPO_ROOT
-from ddp_probe import converge_on_rank
+from ddp_converge import converge_on_rank
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.algorithms.ppo import PPO
@@ -77,7 +77,7 @@ DQN_BATCH = 128  # 64 frames per rank and step
 DQN = ("cartpole_dqn.yaml", "--seed_everything", "5", "--model.total_frames", str(DQN_FRAMES),
        "--model.frames_per_batch", str(DQN_BATCH), "--model.learning_starts", "64",
        "--model.updates_per_batch", "2", "--model.eval_episodes", "2", "--model.eval_every_frames", "256",
-       "--checkpoint.every_n_frames", "256", "--trainer.callbacks=ddp_probe.RankReport")
+       "--checkpoint.every_n_frames", "256", "--plots.enabled", "false", "--trainer.callbacks=ddp_probe.RankReport")
 
 
 def test_two_process_dqn_counts_global_frames_logs_once_and_resumes_exactly(subprocess_env, tmp_path) -> None:

@@ -65,7 +65,8 @@ def test_weighted_loss_equals_the_weighted_mean_of_per_sample_losses() -> None:
 
 
 def test_mbppo_return_rises_on_cartpole() -> None:
-    cli = run_fit(*fit_args("cartpole_mbppo.yaml", "--model.total_frames", "2048", "--model.eval_every_frames", "1024",
+    # One evaluation after 1,024 real frames (8 batches): 193.5 on seed 1, where a random policy scores about 22.
+    cli = run_fit(*fit_args("cartpole_mbppo.yaml", "--model.total_frames", "1024", "--model.eval_every_frames", "1024",
                             "--seed_everything", "1"))
     client = MlflowClient(tracking_uri())
     run_id = cli.trainer.logger.run_id

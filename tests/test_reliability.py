@@ -51,13 +51,19 @@ def test_divergence_stops_with_one_line_marks_the_run_failed_and_keeps_the_good_
     assert all(torch.isfinite(value).all() for value in weights.values() if value.is_floating_point())
 
 
-@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_at_a_batch_boundary_with_a_checkpoint_and_resumes(sent: signal.Signals, subprocess_env) -> None:
-    command = [sys.executable, str(REPO_ROOT / "scripts" / "fit.py"),
-               *fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "1000000")]
-    process = subprocess.Popen(command, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _checkpoint_state() -> tuple[int, int] | None:
+    """Inode and write time of the one ``last.ckpt`` (a new checkpoint replaces the file), None before the first."""
+    found = list(Path("checkpoints").rglob("last.ckpt"))
+    return (found[0].stat().st_ino, found[0].stat().st_mtime_ns) if found else None
+
+
+def _stop_after_a_checkpoint(command: list[str] | str, sent: signal.Signals, env: dict[str, str]) -> tuple[int, str]:
+    """Start ``command`` (a string: in the shell), send ``sent`` after its next checkpoint; the stop frame and the hint."""
+    before = _checkpoint_state()
+    process = subprocess.Popen(command, shell=isinstance(command, str), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not list(Path("checkpoints").rglob("last.ckpt")):
+    while _checkpoint_state() in (None, before):
         assert process.poll() is None, process.communicate()[1][-2000:]
         assert time.monotonic() < deadline, "no periodic checkpoint in time"
         time.sleep(0.2)
@@ -69,13 +75,27 @@ def test_a_signal_stops_at_a_batch_boundary_with_a_checkpoint_and_resumes(sent: 
     frames = int(message.split(" at frame ")[1].split(";")[0].replace(",", ""))
     (checkpoint,) = Path("checkpoints").rglob("last.ckpt")
     assert _frames_in(checkpoint) == frames and frames % 64 == 0  # a whole number of batches
+    assert hint.startswith("resume with: ")
+    return frames, hint.removeprefix("resume with: ")
+
+
+def test_a_signal_stops_at_a_batch_boundary_with_a_checkpoint_and_the_pasted_hint_resumes(subprocess_env) -> None:
+    """SIGTERM stops a run; its hint, pasted into the shell, resumes it; Ctrl-C's SIGINT stops that; its hint ends it.
+
+    One chain of three processes instead of a fresh run per signal: each start costs seconds of imports.
+    """
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "fit.py"),
+               *fit_args("cartpole_dqn.yaml", *SMALL, "--model.total_frames", "1000000")]
+    stopped, hint = _stop_after_a_checkpoint(command, signal.SIGTERM, subprocess_env)
+    # ``exec``: the signal reaches the pasted command itself, not the shell that started it.
+    resumed, hint = _stop_after_a_checkpoint(f"exec {hint}", signal.SIGINT, subprocess_env)
+    assert resumed > stopped  # the pasted hint continued the run from its checkpoint
 
     # The hint is a command that works pasted into the shell: here with a budget just past the stop.
-    assert hint.startswith("resume with: ")
-    pasted = subprocess.run(f"{hint.removeprefix('resume with: ')} --model.total_frames {frames + 128}", shell=True,
+    pasted = subprocess.run(f"{hint} --model.total_frames {resumed + 128}", shell=True,
                             env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert pasted.returncode == 0, pasted.stderr[-2000:]
-    assert f"Done at frame {frames + 128:,}" in pasted.stdout, pasted.stdout
+    assert f"Done at frame {resumed + 128:,}" in pasted.stdout, pasted.stdout
 
 
 def test_a_checkpoint_write_that_dies_halfway_never_replaces_the_good_one() -> None:

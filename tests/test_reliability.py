@@ -141,3 +141,23 @@ def test_runs_started_together_in_a_fresh_folder_share_one_store(subprocess_env)
     errors = [process.communicate(timeout=120)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], errors
     assert MlflowClient(tracking_uri()).get_experiment_by_name("Default") is not None
+
+
+def test_the_divergence_check_names_a_non_finite_weight_and_passes_large_finite_ones() -> None:
+    # The check reads one norm of all weights; a NaN weight must still be found and named, and weights
+    # whose norm overflows (1e30) while each is finite must not stop training.
+    from types import SimpleNamespace
+
+    from mbrl_lightning.algorithms.base import RLModule
+    from mbrl_lightning.errors import DivergenceError
+
+    net = torch.nn.Linear(3, 2)
+    module = SimpleNamespace(parameters=net.parameters, named_parameters=net.named_parameters, loggers=[], frames=7)
+    RLModule.check_finite(module, {"loss/q": 1.0})
+    with torch.no_grad():
+        net.weight[0, 0] = net.bias[0] = 1e30
+    RLModule.check_finite(module, {"loss/q": 1.0})
+    with torch.no_grad():
+        net.bias[1] = float("nan")
+    with pytest.raises(DivergenceError, match="parameter bias at frame 7"):
+        RLModule.check_finite(module, {"loss/q": 1.0})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -210,19 +209,6 @@ class AtariSPR(AtariDQN):
         if self.latent_model is not None:
             self.latent_model.update_target()
         return metrics
-
-    def check_finite(self, metrics: Metrics) -> None:
-        """The base's divergence check, its scan of the weights replaced by one fused norm while they are finite.
-
-        The base tests every weight with ``isfinite`` (a mask per tensor, then a reduction): 16 ms
-        of CPU per check here. The 2-norm of all weights (torch's ``get_total_norm``: one foreach
-        kernel, 1-2 ms) is NaN or inf whenever a weight is; only then (or if it
-        overflows, for weights of 1e19 and more) the base check runs, which names the culprit.
-        """
-        losses_finite = all(math.isfinite(value) for key, value in metrics.items() if key.startswith("loss/"))
-        if losses_finite and math.isfinite(torch.nn.utils.get_total_norm(list(self.parameters()))):
-            return
-        super().check_finite(metrics)
 
     def checkpointed_state(self) -> dict[str, Any]:
         """The replay priorities, besides the other parts."""

@@ -115,6 +115,7 @@ def measure(config: str, args: argparse.Namespace) -> dict:
         "wall_ms_per_action_min": round(1000 * min(wall), 2),
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "actions_sha256": digest, "seed": args.seed, "profiled": bool(args.profile), "torch": torch.__version__,
+        "command": " ".join(["python", "benchmarks/planning_speed.py", *sys.argv[1:]]),
     }
 
 

@@ -127,14 +127,13 @@ class EnsembleDynamics(PlanningDynamics):
     def step(self, observation: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One model step of every particle."""
         prediction = self.sampler.step(observation, action)
-        return self._outcome(observation, action, prediction.next_observation, prediction.reward,
+        return self._outcome(observation, action, prediction.next_observation, lambda: prediction.reward,
                              lambda: prediction.done_probability)
 
-    def _outcome(self, observation: Tensor, action: Tensor, next_observation: Tensor, reward: Tensor,
+    def _outcome(self, observation: Tensor, action: Tensor, next_observation: Tensor, reward: Callable[[], Tensor],
                  done_probability: Callable[[], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """The step's reward and termination: the known functions where given, else the model's heads."""
-        if self.reward_fn is not None:
-            reward = self.reward_fn(observation, action, next_observation)
+        """The step's reward and termination: the known functions where given, else the model's heads (read lazily)."""
+        reward = self.reward_fn(observation, action, next_observation) if self.reward_fn is not None else reward()
         if self.termination_fn is not None:
             terminated = _terminated(self.termination_fn, observation, action, next_observation)
         else:
@@ -146,14 +145,16 @@ class EnsembleDynamics(PlanningDynamics):
 
         ``predict_by_member`` sorts the particles by member and scatters them into a padded batch
         at every step, then gathers each prediction back: most of a planning step's time for
-        small networks. Here the particles' members are fixed for the rollout, so the layout is
+        small networks (about 30% of it for ``conf/pendulum_pets.yaml``, ``benchmarks/planning_speed.py
+        --profile``). Here the particles' members are fixed for the rollout, so the layout is
         computed once, the whole action sequence is regrouped once, and a step costs one gather
         in and two out. The network sees the very same member-major batch as through
         ``predict_by_member`` and noise is drawn in the same order, so the values are the same
-        bits (``tests/test_planners.py`` compares the two).
+        bits (``tests/test_planners_speed.py`` compares the two).
         """
         model = self.world_model
-        if self.propagation != "fixed_member" or model.num_members == 1:
+        # Only balanced fixed members depend on nothing but the particle count and the elites (the cache key).
+        if self.propagation != "fixed_member" or self.sampler.assignment != "balanced" or model.num_members == 1:
             return super().stepper(actions)
         layout = self._member_layout(actions.shape[0], actions.device)
         # All members in order: the network's own weights are the same values as their indexed copy.
@@ -167,8 +168,7 @@ class EnsembleDynamics(PlanningDynamics):
             if self.sampler.sample_noise and std is not None:
                 std = layout.ungroup(std)
                 next_observation = next_observation + std * torch.randn_like(std)
-            reward = prediction.reward if self.reward_fn is not None else layout.ungroup(prediction.reward)
-            return self._outcome(observation, actions[:, t], next_observation, reward,
+            return self._outcome(observation, actions[:, t], next_observation, lambda: layout.ungroup(prediction.reward),
                                  lambda: layout.ungroup(prediction.done_probability))
 
         return step

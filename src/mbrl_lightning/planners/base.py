@@ -106,17 +106,7 @@ class MPCPlanner(TensorDictModuleBase, ABC):
         k = self.num_particles
         state = observation[:, None, None, :].expand(envs, population, k, observation.shape[-1]).reshape(-1, observation.shape[-1])
         sequences = actions[:, :, None].expand(envs, population, k, horizon, size).reshape(-1, horizon, size)
-        n = state.shape[0]
-        self.dynamics.reset(n, state.device)
-        total = state.new_zeros(n)
-        alive = torch.ones(n, dtype=torch.bool, device=state.device)
-        discount = 1.0
-        for t in range(horizon):
-            state, reward, terminated = self.dynamics.step(state, sequences[:, t])
-            # The step that terminates is counted; nothing after it is.
-            total += discount * reward.reshape(n) * alive
-            alive &= ~terminated.reshape(n)
-            discount *= self.gamma
+        total = self.dynamics.rollout(state, sequences, self.gamma)
         # A model that diverges must not make a candidate look best.
         total = torch.nan_to_num(total, nan=-1e9, posinf=-1e9, neginf=-1e9)
         return total.view(envs, population, k).mean(-1)

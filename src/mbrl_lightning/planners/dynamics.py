@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mbrl_lightning.imagination.trajectory_sampling import Propagation, TrajectorySampler
+from mbrl_lightning.planners.member_layout import MemberLayout
 from mbrl_lightning.world_models import WorldModel
 
 # ``reward_fn(observation, action, next_observation) -> reward [..., 1]``, as mbrl-lib's ``reward_fn``.
@@ -31,6 +32,32 @@ class PlanningDynamics(ABC):
     @abstractmethod
     def step(self, observation: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Next observation ``[n, obs]``, reward ``[n, 1]`` and termination ``[n, 1]`` (bool)."""
+
+    def rollout(self, state: Tensor, actions: Tensor, gamma: float) -> Tensor:
+        """Return ``[n]`` of particles ``state [n, obs]`` following ``actions [n, horizon, act]``.
+
+        The discounted rewards are summed until each particle's predicted termination; the step
+        that terminates is counted, nothing after it is.
+        """
+        n, horizon = actions.shape[:2]
+        self.reset(n, state.device)
+        step = self.stepper(actions)
+        total = state.new_zeros(n)
+        alive = torch.ones(n, dtype=torch.bool, device=state.device)
+        discount = 1.0
+        for t in range(horizon):
+            state, reward, terminated = step(state, t)
+            total += discount * reward.reshape(n) * alive
+            alive &= ~terminated.reshape(n)
+            discount *= gamma
+        return total
+
+    def stepper(self, actions: Tensor) -> Callable[[Tensor, int], tuple[Tensor, Tensor, Tensor]]:
+        """``(observation, t) -> step(observation, actions[:, t])`` for one rollout, called after ``reset``.
+
+        A subclass returns a faster function computing the same values (see ``EnsembleDynamics``).
+        """
+        return lambda observation, t: self.step(observation, actions[:, t])
 
 
 class KnownDynamics(PlanningDynamics):
@@ -91,6 +118,7 @@ class EnsembleDynamics(PlanningDynamics):
         self.reward_fn = reward_fn
         self.termination_fn = termination_fn
         self.done_threshold = done_threshold
+        self._layout: tuple[tuple, MemberLayout] | None = None
 
     def reset(self, num_particles: int, device: torch.device) -> None:
         """Assign particles to members for a new rollout."""
@@ -99,14 +127,58 @@ class EnsembleDynamics(PlanningDynamics):
     def step(self, observation: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One model step of every particle."""
         prediction = self.sampler.step(observation, action)
-        next_observation, reward = prediction.next_observation, prediction.reward
-        if self.reward_fn is not None:
-            reward = self.reward_fn(observation, action, next_observation)
+        return self._outcome(observation, action, prediction.next_observation, lambda: prediction.reward,
+                             lambda: prediction.done_probability)
+
+    def _outcome(self, observation: Tensor, action: Tensor, next_observation: Tensor, reward: Callable[[], Tensor],
+                 done_probability: Callable[[], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """The step's reward and termination: the known functions where given, else the model's heads (read lazily)."""
+        reward = self.reward_fn(observation, action, next_observation) if self.reward_fn is not None else reward()
         if self.termination_fn is not None:
             terminated = _terminated(self.termination_fn, observation, action, next_observation)
         else:
-            terminated = prediction.done_probability > self.done_threshold
+            terminated = done_probability() > self.done_threshold
         return next_observation, reward, terminated
+
+    def stepper(self, actions: Tensor) -> Callable[[Tensor, int], tuple[Tensor, Tensor, Tensor]]:
+        """Under ``fixed_member``, steps on a member-major layout built once per rollout.
+
+        ``predict_by_member`` sorts the particles by member and scatters them into a padded batch
+        at every step, then gathers each prediction back: most of a planning step's time for
+        small networks (about 30% of it for ``conf/pendulum_pets.yaml``, ``benchmarks/planning_speed.py
+        --profile``). Here the particles' members are fixed for the rollout, so the layout is
+        computed once, the whole action sequence is regrouped once, and a step costs one gather
+        in and two out. The network sees the very same member-major batch as through
+        ``predict_by_member`` and noise is drawn in the same order, so the values are the same
+        bits (``tests/test_planners_speed.py`` compares the two).
+        """
+        model = self.world_model
+        # Only balanced fixed members depend on nothing but the particle count and the elites (the cache key).
+        if self.propagation != "fixed_member" or self.sampler.assignment != "balanced" or model.num_members == 1:
+            return super().stepper(actions)
+        layout = self._member_layout(actions.shape[0], actions.device)
+        # All members in order: the network's own weights are the same values as their indexed copy.
+        members = None if len(layout.members) == model.num_members else layout.members
+        grouped_actions = layout.group(actions)
+
+        def step(observation: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
+            prediction = model.predict_grouped(layout.group(observation), grouped_actions[:, :, t], members=members)
+            next_observation = layout.ungroup(prediction.next_observation)
+            std = prediction.next_observation_std
+            if self.sampler.sample_noise and std is not None:
+                std = layout.ungroup(std)
+                next_observation = next_observation + std * torch.randn_like(std)
+            return self._outcome(observation, actions[:, t], next_observation, lambda: layout.ungroup(prediction.reward),
+                                 lambda: layout.ungroup(prediction.done_probability))
+
+        return step
+
+    def _member_layout(self, n: int, device: torch.device) -> MemberLayout:
+        """The layout of this rollout's particles, rebuilt only when ``n`` or the elites change."""
+        key = (n, device, tuple(self.world_model.elite_indices.tolist()))
+        if self._layout is None or self._layout[0] != key:
+            self._layout = (key, MemberLayout.of(self.sampler.members(n, device)))
+        return self._layout[1]
 
 
 def _terminated(fn: TerminationFn | None, observation: Tensor, action: Tensor, next_observation: Tensor) -> Tensor:

@@ -9,7 +9,8 @@ learning agent steps, and times every ``update`` call (store, bonus, gradient st
 two ``update`` calls (one whole training step: collection and logging included); evaluation is off. ``agent_steps_per_second`` is the
 learning phase's rate (median step), ``cpu_ms_per_agent_step`` the process's CPU time per agent step
 (all threads; less sensitive to other jobs than wall time); ``load_average_start`` and ``load_average`` are the machine's
-1-minute load before and after, since other jobs may share the cores; ``code`` is the commit of the ``mbrl_lightning``
+1-minute load before and after, since other jobs may share the cores; ``omp_wait_policy`` the environment's
+``OMP_WAIT_POLICY`` (``PASSIVE``: idle OpenMP threads sleep instead of spinning); ``code`` is the commit of the ``mbrl_lightning``
 checkout that ran (``+``: with uncommitted changes).
 
 ``--phases N`` adds ``phase_cpu_ms``: after the timed steps, N more gradient steps taken phase by
@@ -146,7 +147,8 @@ def measure(config: str, threads: int, learning_starts: int, steps: int, profile
         "ms_acting_per_agent_step": round(step_ms - update_ms, 2),
         "agent_steps_per_second": round(1e3 / step_ms, 2), "learning_batches": len(timings["start"]),
         "seconds": round(time.perf_counter() - started, 1), "load_average_start": round(load_start, 2),
-        "load_average": round(os.getloadavg()[0], 2), **({"phase_cpu_ms": phases} if phases else {}),
+        "load_average": round(os.getloadavg()[0], 2), "interop_threads": torch.get_num_interop_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), **({"phase_cpu_ms": phases} if phases else {}),
     }
 
 

@@ -16,7 +16,7 @@ checkout that ran (``+``: with uncommitted changes).
 ``--phases N`` adds ``phase_cpu_ms``: after the timed steps, N more gradient steps taken phase by
 phase as ``gradient_update`` takes them (replay sample, augmentation and scaling, loss forward,
 backward, clipping, Adam, target update, priorities and target encoder), the divergence check and
-one acting forward pass, each the median CPU milliseconds over the steps (the first 3 left out).
+two acting forward passes (the first right after the update, the second as the rest of a collected batch), each the median CPU milliseconds over the steps (the first 3 left out).
 """
 
 from __future__ import annotations
@@ -91,7 +91,10 @@ def phase_times(model, steps: int) -> dict[str, float]:
             stamps.append(time.process_time())
             with torch.no_grad():
                 model.exploration_policy(observation)
-            phase("act_forward")
+                phase("act_forward")
+                # The other acting passes of a collected batch: no update in between (noisy weights kept).
+                model.exploration_policy(observation)
+            phase("act_forward_again")
     return {name: round(statistics.median(values[3:] or values), 2) for name, values in times.items()}
 
 

@@ -9,13 +9,14 @@ learning agent steps, and times every ``update`` call (store, bonus, gradient st
 two ``update`` calls (one whole training step: collection and logging included); evaluation is off. ``agent_steps_per_second`` is the
 learning phase's rate (median step), ``cpu_ms_per_agent_step`` the process's CPU time per agent step
 (all threads; less sensitive to other jobs than wall time); ``load_average_start`` and ``load_average`` are the machine's
-1-minute load before and after, since other jobs may share the cores; ``code`` is the commit of the ``mbrl_lightning``
+1-minute load before and after, since other jobs may share the cores; ``omp_wait_policy`` the environment's
+``OMP_WAIT_POLICY`` (``PASSIVE``: idle OpenMP threads sleep instead of spinning); ``code`` is the commit of the ``mbrl_lightning``
 checkout that ran (``+``: with uncommitted changes).
 
 ``--phases N`` adds ``phase_cpu_ms``: after the timed steps, N more gradient steps taken phase by
 phase as ``gradient_update`` takes them (replay sample, augmentation and scaling, loss forward,
 backward, clipping, Adam, target update, priorities and target encoder), the divergence check and
-one acting forward pass, each the median CPU milliseconds over the steps (the first 3 left out).
+two acting forward passes (the first right after the update, the second as the rest of a collected batch), each the median CPU milliseconds over the steps (the first 3 left out).
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ def phase_times(model, steps: int) -> dict[str, float]:
             stamps.append(time.process_time())
             with torch.no_grad():
                 model.exploration_policy(observation)
-            phase("act_forward")
+                phase("act_forward")
+                # The other acting passes of a collected batch: no update in between (noisy weights kept).
+                model.exploration_policy(observation)
+            phase("act_forward_again")
     return {name: round(statistics.median(values[3:] or values), 2) for name, values in times.items()}
 
 
@@ -146,7 +150,8 @@ def measure(config: str, threads: int, learning_starts: int, steps: int, profile
         "ms_acting_per_agent_step": round(step_ms - update_ms, 2),
         "agent_steps_per_second": round(1e3 / step_ms, 2), "learning_batches": len(timings["start"]),
         "seconds": round(time.perf_counter() - started, 1), "load_average_start": round(load_start, 2),
-        "load_average": round(os.getloadavg()[0], 2), **({"phase_cpu_ms": phases} if phases else {}),
+        "load_average": round(os.getloadavg()[0], 2), "interop_threads": torch.get_num_interop_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), **({"phase_cpu_ms": phases} if phases else {}),
     }
 
 

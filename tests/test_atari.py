@@ -8,6 +8,7 @@ import pytest
 from conftest import fit_args, run_fit
 from mlflow.tracking import MlflowClient
 import torch
+from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 
 from mbrl_lightning.algorithms import AtariDQN
@@ -17,6 +18,7 @@ from mbrl_lightning.data import FrameStackReplay
 from mbrl_lightning.envs import AtariEnvFactory
 from mbrl_lightning.errors import ConfigurationError
 from mbrl_lightning.nets import AtariQNet, last_conv_attention
+from mbrl_lightning.nets.noisy import CachedNoisyLinear
 from mbrl_lightning.tracking import tracking_uri
 from mbrl_lightning.world_models import ConvWorldModel
 
@@ -198,6 +200,44 @@ def test_noisy_dueling_head_resamples_noise() -> None:
         assert torch.equal(mean, network(frames))  # evaluation uses the mean weights
     assert first.shape == (2, 9) and not torch.allclose(first, second)
 
+
+
+def test_kept_noisy_weights_match_torchrl_and_follow_every_change() -> None:
+    from torchrl.modules import NoisyLinear
+
+    torch.manual_seed(0)
+    network = AtariQNet(4, 9, hidden_size=16, noisy=True)
+    network(torch.zeros(1, 4, 84, 84, dtype=torch.uint8))
+    layers = [m for m in network.modules() if isinstance(m, NoisyLinear)]
+    assert layers and all(isinstance(m, CachedNoisyLinear) for m in layers)  # the lazy layers too, once sized
+    layer = layers[0]
+    reference = NoisyLinear(layer.in_features, layer.out_features)
+    reference.load_state_dict(layer.state_dict())
+    torch.manual_seed(1)
+    layer.reset_noise()
+    torch.manual_seed(1)
+    reference.reset_noise()  # the same draws
+    inputs = torch.randn(3, layer.in_features)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1)
+    with set_exploration_type(ExplorationType.RANDOM):
+        with torch.no_grad():
+            assert torch.equal(layer(inputs), reference(inputs))
+            assert layer.weight is layer.weight  # kept between passes without gradient
+        layer(inputs).sum().backward()
+        optimizer.step()  # in place: the kept weight must not outlive it
+        reference.load_state_dict(layer.state_dict())
+        with torch.no_grad():
+            assert torch.equal(layer(inputs), reference(inputs))
+            # A target network: copied parameters swapped in (as TorchRL's losses do), then rewritten
+            # through ``.data`` as a hard target update does, which no version counter sees.
+            target = TensorDict.from_module(layer).clone()
+            with target.to_module(layer):
+                layer(inputs)
+            target["weight_mu"].data.add_(1.0)
+            layer.reset_noise()  # what every gradient step does before its passes
+            reference.load_state_dict(dict(target.items()))
+            with target.to_module(layer):
+                assert torch.equal(layer(inputs), reference(inputs))
 
 TINY = ("--model.total_frames", "64", "--model.frames_per_batch", "16", "--model.updates_per_batch", "1",
         "--model.learning_starts", "32", "--model.buffer_size", "400", "--model.model_learning.init_args.updates_per_batch", "1",

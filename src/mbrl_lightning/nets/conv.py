@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchrl.modules import MLP, ConvNet, DuelingCnnDQNet, NoisyLinear
+from torchrl.modules import MLP, ConvNet, DuelingCnnDQNet
+
+from mbrl_lightning.nets.noisy import CachedNoisyLinear
 
 # Mnih et al. (2015): three conv layers, 32/64/64 channels, kernels 8/4/3, strides 4/2/1.
 NATURE_CNN = {"num_cells": [32, 64, 64], "kernel_sizes": [8, 4, 3], "strides": [4, 2, 1], "activation_class": nn.ReLU}
@@ -39,7 +41,7 @@ class AtariQNet(nn.Module):
         self.in_channels = in_channels
         mlp_kwargs = {"num_cells": [hidden_size], "activation_class": nn.ReLU}
         if noisy:
-            mlp_kwargs["layer_class"] = NoisyLinear  # MLP makes it lazy
+            mlp_kwargs["layer_class"] = CachedNoisyLinear  # MLP makes it lazy (CachedNoisyLazyLinear)
         if dueling:
             self.network: nn.Module = DuelingCnnDQNet(num_actions, 1, cnn_kwargs=dict(NATURE_CNN), mlp_kwargs=mlp_kwargs)
         else:

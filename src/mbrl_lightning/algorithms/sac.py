@@ -27,8 +27,9 @@ def _sac_net(in_features: int, out_features: int) -> nn.Module:
 class SAC(OffPolicyActorCritic):
     """SAC: a tanh-Gaussian actor that maximises Q plus entropy, twin critics, an entropy temperature that adapts.
 
-    The actor's sampling is the exploration (no added noise). Every gradient step regresses both
-    critics to the soft TD target (the smaller target-critic value of a sampled next action, minus
+    The actor's sampling is the exploration (no added noise), or with ``use_sde`` gSDE's noise
+    matrix held over several env steps (:mod:`mbrl_lightning.algorithms.gsde`). Every gradient
+    step regresses both critics to the soft TD target (the smaller target-critic value of a sampled next action, minus
     ``alpha`` times its log-probability), steps the actor on ``alpha * log pi - min Q`` through
     detached critics, moves the target critics by ``tau`` and, unless ``fixed_alpha``, steps
     ``log alpha`` with its own Adam on TorchRL's temperature loss, which drives the policy's

@@ -11,10 +11,11 @@ from torch import nn
 from torchrl.modules import ProbabilisticActor, TanhNormal
 from torchrl.objectives import LossModule, SACLoss
 
+from mbrl_lightning.algorithms.gsde import GSDEHead, GSDENoise
 from mbrl_lightning.algorithms.off_policy import NetFactory, OffPolicyActorCritic
 from mbrl_lightning.algorithms.sac_fused import FusedSACTerms
 from mbrl_lightning.envs import EnvFactory
-from mbrl_lightning.errors import require
+from mbrl_lightning.errors import ConfigurationError, require
 from mbrl_lightning.nets import MLP
 
 
@@ -26,8 +27,9 @@ def _sac_net(in_features: int, out_features: int) -> nn.Module:
 class SAC(OffPolicyActorCritic):
     """SAC: a tanh-Gaussian actor that maximises Q plus entropy, twin critics, an entropy temperature that adapts.
 
-    The actor's sampling is the exploration (no added noise). Every gradient step regresses both
-    critics to the soft TD target (the smaller target-critic value of a sampled next action, minus
+    The actor's sampling is the exploration (no added noise), or with ``use_sde`` gSDE's noise
+    matrix held over several env steps (:mod:`mbrl_lightning.algorithms.gsde`). Every gradient
+    step regresses both critics to the soft TD target (the smaller target-critic value of a sampled next action, minus
     ``alpha`` times its log-probability), steps the actor on ``alpha * log pi - min Q`` through
     detached critics, moves the target critics by ``tau`` and, unless ``fixed_alpha``, steps
     ``log alpha`` with its own Adam on TorchRL's temperature loss, which drives the policy's
@@ -46,6 +48,12 @@ class SAC(OffPolicyActorCritic):
         fixed_alpha: keep the temperature at ``alpha_init``.
         target_entropy: the entropy the temperature steers towards; ``auto`` is ``-dim(action)``.
         loss_function: TD-error loss, ``l2`` or ``smooth_l1`` (Huber).
+        use_sde: explore with gSDE (:mod:`mbrl_lightning.algorithms.gsde`): noise ``phi(s) @ W`` from the
+            actor's last hidden features and a held matrix ``W ~ N(0, sigma^2)`` with learnt ``log sigma``,
+            in place of a fresh tanh-Gaussian draw every step; the losses use the gSDE distribution.
+        sde_sample_freq: env steps between redraws of ``W`` (also redrawn per env copy at each episode
+            start); -1 redraws it once per collected batch (Stable-Baselines3's once per rollout).
+        log_std_init: the initial ``log sigma`` of every entry of ``W`` (rl-baselines3-zoo uses -3).
         **kwargs: settings of :class:`OffPolicyActorCritic` and :class:`RLModule`.
     """
 
@@ -60,6 +68,9 @@ class SAC(OffPolicyActorCritic):
         fixed_alpha: bool = False,
         target_entropy: float | Literal["auto"] = "auto",
         loss_function: Literal["l2", "smooth_l1"] = "l2",
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        log_std_init: float = -3.0,
         actor_lr: float = 3e-4,
         critic_lr: float = 3e-4,
         gamma: float = 0.99,
@@ -77,6 +88,14 @@ class SAC(OffPolicyActorCritic):
                 target_entropy, "must be 'auto' or a number")
         require(loss_function in ("l2", "smooth_l1"), "model.loss_function", loss_function,
                 "allowed values are 'l2', 'smooth_l1'")
+        require(isinstance(sde_sample_freq, int) and (sde_sample_freq == -1 or sde_sample_freq >= 1),
+                "model.sde_sample_freq", sde_sample_freq, "must be -1 (once per collected batch) or a positive integer")
+        if use_sde and kwargs.get("collector") == "multi_sync":
+            raise ConfigurationError("model.use_sde=true: not with model.collector='multi_sync' (its processes "
+                                     "would hold their own noise matrices); use 'auto', 'lean' or 'torchrl'.")
+        self.use_sde = use_sde
+        self.sde_sample_freq = sde_sample_freq
+        self.log_std_init = log_std_init
         self.num_critics = num_critics
         self.alpha_init = alpha_init
         self.alpha_lr = alpha_lr
@@ -97,7 +116,14 @@ class SAC(OffPolicyActorCritic):
         self.fused_terms = FusedSACTerms.of(self.loss_module, self.actor)
 
     def make_actor(self, actor_net: NetFactory, observation_size: int, action_size: int) -> TensorDictModuleBase:
-        """A tanh-Gaussian over the action box: the net gives loc and (softplus-mapped) scale."""
+        """A tanh-Gaussian over the action box: the net gives loc and (softplus-mapped) scale, or gSDE's loc and scale."""
+        if self.use_sde:
+            self.gsde_head = GSDEHead(actor_net(observation_size, action_size), self.log_std_init)
+            return ProbabilisticActor(
+                TensorDictModule(self.gsde_head, ["observation"], ["loc", "scale", "sde_features"]),
+                in_keys=["loc", "scale"], spec=self.action_spec, distribution_class=TanhNormal,
+                distribution_kwargs={"low": self.action_spec.space.low, "high": self.action_spec.space.high},
+            )
         body = nn.Sequential(actor_net(observation_size, 2 * action_size), NormalParamExtractor())
         return ProbabilisticActor(
             TensorDictModule(body, ["observation"], ["loc", "scale"]), in_keys=["loc", "scale"], spec=self.action_spec,
@@ -105,9 +131,16 @@ class SAC(OffPolicyActorCritic):
             distribution_kwargs={"low": self.action_spec.space.low, "high": self.action_spec.space.high},
         )
 
-    def make_exploration(self, *settings: object) -> None:
-        """None: the actor explores by sampling."""
+    def make_exploration(self, *settings: object) -> GSDENoise | None:
+        """gSDE's held-matrix noise, or None: the actor explores by sampling."""
+        if self.use_sde:
+            return GSDENoise(self.gsde_head, self.action_spec, self.sde_sample_freq, copies=self.env.num_envs)
         return None
+
+    @property
+    def noise_scale(self) -> float:
+        """gSDE's mean sigma over the noise matrix's entries (0 without gSDE: the actor samples)."""
+        return float(self.gsde_head.log_std.detach().exp().mean()) if self.use_sde else 0.0
 
     def make_loss(self) -> LossModule:
         """TorchRL's SACLoss (version 2: no state-value net) with target critics, vmapped over the critic copies."""

@@ -82,7 +82,7 @@ class FusedSACTerms:
 
     Args:
         loss: the SACLoss whose parameters, temperature, value estimator and settings are used.
-        actor_body: the actor's net from observation to ``(loc, scale)``.
+        actor_body: the actor's net from observation to ``(loc, scale)`` (or gSDE's ``(loc, scale, features)``).
         distribution_kwargs: the actor's ``TanhNormal`` arguments (the action box).
         critics: the stacked evaluator of the loss's critic.
     """
@@ -109,7 +109,8 @@ class FusedSACTerms:
 
     def _sample_action(self, observation: Tensor) -> tuple[Tensor, Tensor]:
         """A reparameterised action of the actor and its log-probability (TorchRL's ``TanhNormal``)."""
-        loc, scale = self.actor_body(observation)
+        # A gSDE head also returns its features, which the terms do not need.
+        loc, scale = self.actor_body(observation)[:2]
         return TanhNormal(loc, scale, **self.distribution_kwargs).rsample_and_log_prob()
 
     def critic_loss(self, sample: TensorDictBase) -> Tensor:

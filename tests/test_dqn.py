@@ -22,7 +22,7 @@ def _random_policy_return(episodes: int = 20) -> float:
 
 
 def test_dqn_return_rises_well_above_random() -> None:
-    cli = run_fit(*fit_args("cartpole_dqn.yaml", "--model.total_frames", "10240", "--model.eval_every_frames", "2560",
+    cli = run_fit(*fit_args("cartpole_dqn.yaml", "--model.total_frames", "5120", "--model.eval_every_frames", "1280",
                             "--seed_everything", "1"))
     client = MlflowClient(tracking_uri())
     history = client.get_metric_history(cli.trainer.logger.run_id, "eval/return_mean")

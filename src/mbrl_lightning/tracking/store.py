@@ -93,6 +93,11 @@ def make_logger(
     # The process-wide URI makes mlflow.flush_async_logging() reach this logger's store.
     mlflow.set_tracking_uri(uri)
     embedded = uses_embedded_store()
+    if embedded:
+        # Unbuffered, MLflow's queue thread waits up to a second on its queue before it sees a
+        # flush: every checkpoint and every run's end would lose that second. Buffering a second
+        # (the user's own setting wins), it wakes at a flush at once and writes a second's metrics per commit.
+        os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
     return (MLFlowLogger if embedded else TrackingServerLogger)(
         experiment_name=experiment_name,
         run_name=run_name,

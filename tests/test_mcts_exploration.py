@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+import yaml
 from tensordict import TensorDict
 from torchrl.data import OneHot
 
 from mbrl_lightning.algorithms.mcts_agent import VisitSampling
+from mbrl_lightning.loading import build_module
 from mbrl_lightning.planners import MCTSPlanner
 from mbrl_lightning.planners.dynamics import KnownDynamics
 
@@ -37,3 +41,14 @@ def test_sampled_actions_follow_root_visits_and_greedy_ones_do_not_vary() -> Non
     # A low temperature sharpens the visits towards the most visited action.
     cold = VisitSampling(planner, temperature=0.25)(TensorDict({"observation": observation}, [400]))["action"]
     assert float(cold.long().argmax(-1).float().mean()) > share + 0.05
+
+
+def test_the_cartpole_config_collects_by_sampled_visits_and_evaluates_greedily() -> None:
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "cartpole_mcts.yaml").read_text())
+    module = build_module(config)
+    assert isinstance(module.exploration_policy.planner, VisitSampling)
+    assert module.exploration_policy.planner.temperature == 1.0
+    assert module.exploration_policy.planner.planner is module.planner is module.eval_policy
+    config["model"]["init_args"]["collect_temperature"] = 0.0
+    greedy = build_module(config)
+    assert greedy.exploration_policy.planner is greedy.planner

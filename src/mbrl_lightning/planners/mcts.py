@@ -26,7 +26,7 @@ ValueFn = Callable[[Tensor], Tensor]
 class MCTSPlanner(TensorDictModuleBase):
     """MCTS with UCB1 or PUCT selection, expansion through the model, rollout or value-net leaves, backup.
 
-    One tree per env copy; every simulation descends all trees together (one tensor op per depth),
+    One tree per env copy; every simulation descends all trees together (one array op per depth),
     expands one leaf per tree with one batched model call, values all new leaves with one batched
     set of random rollouts (``num_rollouts`` each, ``rollout_horizon`` steps, optionally bootstrapped
     by ``value_fn``) and backs the discounted return up each path. Q-values are min-max normalised

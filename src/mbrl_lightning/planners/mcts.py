@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDictBase
@@ -26,7 +26,7 @@ ValueFn = Callable[[Tensor], Tensor]
 class MCTSPlanner(TensorDictModuleBase):
     """MCTS with UCB1 or PUCT selection, expansion through the model, rollout or value-net leaves, backup.
 
-    One tree per env copy; every simulation descends all trees together (one tensor op per depth),
+    One tree per env copy; every simulation descends all trees together (one array op per depth),
     expands one leaf per tree with one batched model call, values all new leaves with one batched
     set of random rollouts (``num_rollouts`` each, ``rollout_horizon`` steps, optionally bootstrapped
     by ``value_fn``) and backs the discounted return up each path. Q-values are min-max normalised
@@ -100,79 +100,89 @@ class MCTSPlanner(TensorDictModuleBase):
         envs, size = observation.shape
         device, dtype = observation.device, observation.dtype
         nodes, actions = self.num_simulations + 1, self.num_actions
-        rows = torch.arange(envs, device=device)
+        # The tree's statistics live in NumPy: a tree step touches a few numbers per env copy, where
+        # every torch call costs more in dispatch than the arithmetic (a third of the time per action).
+        # States stay tensors on the model's device; each simulation moves one row of numbers per copy.
+        real = np.float32 if dtype != torch.float64 else np.float64
+        rows = np.arange(envs)
         state = observation.new_zeros(envs, nodes, size)
         state[:, 0] = observation
-        terminal = torch.zeros(envs, nodes, dtype=torch.bool, device=device)
-        child = torch.full((envs, nodes, actions), -1, dtype=torch.long, device=device)
-        visits = torch.zeros(envs, nodes, actions, dtype=dtype, device=device)
-        value_sum = torch.zeros_like(visits)
-        reward = torch.zeros_like(visits)
-        count = torch.ones(envs, dtype=torch.long, device=device)
-        q_min = torch.full((envs,), math.inf, dtype=dtype, device=device)
-        q_max = torch.full((envs,), -math.inf, dtype=dtype, device=device)
+        terminal = np.zeros((envs, nodes), dtype=bool)
+        child = np.full((envs, nodes, actions), -1, dtype=np.int64)
+        visits = np.zeros((envs, nodes, actions), dtype=real)
+        value_sum = np.zeros_like(visits)
+        reward = np.zeros_like(visits)
+        count = np.ones(envs, dtype=np.int64)
+        q_min = np.full(envs, np.inf, dtype=real)
+        q_max = np.full(envs, -np.inf, dtype=real)
 
         for _ in range(self.num_simulations):
             # ---- selection: descend every tree until an untried edge or a terminal child
-            node = torch.zeros(envs, dtype=torch.long, device=device)
-            active = torch.ones(envs, dtype=torch.bool, device=device)
-            path: list[tuple[Tensor, Tensor, Tensor]] = []
-            expand_node = node.clone()
-            expand_action = node.clone()
-            expand = torch.zeros(envs, dtype=torch.bool, device=device)
+            node = np.zeros(envs, dtype=np.int64)
+            active = np.ones(envs, dtype=bool)
+            path: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+            expand_node = node.copy()
+            expand_action = node.copy()
+            expand = np.zeros(envs, dtype=bool)
             while active.any():
                 action = self._select(visits[rows, node], value_sum[rows, node], q_min, q_max)
                 path.append((node, action, active))
                 nxt = child[rows, node, action]
                 new_edge = active & (nxt < 0)
-                expand_node = torch.where(new_edge, node, expand_node)
-                expand_action = torch.where(new_edge, action, expand_action)
+                expand_node = np.where(new_edge, node, expand_node)
+                expand_action = np.where(new_edge, action, expand_action)
                 expand |= new_edge
-                active = active & (nxt >= 0) & ~terminal[rows, nxt.clamp_min(0)]
-                node = torch.where(active, nxt, node)
+                active = active & (nxt >= 0) & ~terminal[rows, np.maximum(nxt, 0)]
+                node = np.where(active, nxt, node)
             # ---- expansion: one model step for every tree (rows without a new edge are discarded)
-            parent_state = state[rows, expand_node]
+            parent_state = state[torch.from_numpy(rows).to(device), torch.from_numpy(expand_node).to(device)]
             next_state, step_reward, step_terminal = self.dynamics.step(
-                parent_state, self.model_action(expand_action, dtype)
+                parent_state, self.model_action(torch.from_numpy(expand_action).to(device), dtype)
             )
             step_terminal = step_terminal.reshape(envs)
-            new = count.clamp_max(nodes - 1)
-            where = rows[expand]
-            state[where, new[expand]] = next_state[expand].to(dtype)
-            terminal[where, new[expand]] = step_terminal[expand]
-            child[where, expand_node[expand], expand_action[expand]] = new[expand]
-            reward[where, expand_node[expand], expand_action[expand]] = step_reward.reshape(envs)[expand].to(dtype)
-            count += expand.long()
             # ---- evaluation: leaves reached through a terminal edge are worth 0 beyond its reward
-            leaf_value = self._leaf_values(next_state.to(dtype)) * (expand & ~step_terminal)
+            leaf_value = self._leaf_values(next_state.to(dtype)) * ~step_terminal
+            step = torch.stack([step_reward.reshape(envs).to(dtype), step_terminal.to(dtype), leaf_value]).cpu().numpy()
+            step_reward_np, step_terminal_np, leaf_value_np = step[0], step[1] > 0.5, step[2] * expand
+            new = np.minimum(count, nodes - 1)
+            where = rows[expand]
+            state[torch.from_numpy(where).to(device), torch.from_numpy(new[expand]).to(device)] = (
+                next_state[torch.from_numpy(expand).to(device)].to(dtype))
+            terminal[where, new[expand]] = step_terminal_np[expand]
+            child[where, expand_node[expand], expand_action[expand]] = new[expand]
+            reward[where, expand_node[expand], expand_action[expand]] = step_reward_np[expand]
+            count += expand
             # ---- backup
-            ret = leaf_value
+            ret = leaf_value_np
             for node_d, action_d, on_path in reversed(path):
-                ret = torch.where(on_path, reward[rows, node_d, action_d] + self.gamma * ret, ret)
-                visits[rows, node_d, action_d] += on_path.to(dtype)
-                value_sum[rows, node_d, action_d] += torch.where(on_path, ret, torch.zeros_like(ret))
-                q = value_sum[rows, node_d, action_d] / visits[rows, node_d, action_d].clamp_min(1)
-                q_min = torch.where(on_path, torch.minimum(q_min, q), q_min)
-                q_max = torch.where(on_path, torch.maximum(q_max, q), q_max)
-        root_visits = visits[:, 0]
-        root_q = value_sum[:, 0] / root_visits.clamp_min(1)
-        return root_visits, root_q, count
+                ret = np.where(on_path, reward[rows, node_d, action_d] + real(self.gamma) * ret, ret)
+                visits[rows, node_d, action_d] += on_path
+                value_sum[rows, node_d, action_d] += np.where(on_path, ret, 0.0).astype(real)
+                q = value_sum[rows, node_d, action_d] / np.maximum(visits[rows, node_d, action_d], 1)
+                q_min = np.where(on_path, np.minimum(q_min, q), q_min)
+                q_max = np.where(on_path, np.maximum(q_max, q), q_max)
+        root_visits = torch.from_numpy(visits[:, 0]).to(device)
+        root_q = torch.from_numpy(value_sum[:, 0] / np.maximum(visits[:, 0], 1)).to(device)
+        return root_visits, root_q, torch.from_numpy(count).to(device)
 
-    def _select(self, visits: Tensor, value_sum: Tensor, q_min: Tensor, q_max: Tensor) -> Tensor:
+    def _select(self, visits: np.ndarray, value_sum: np.ndarray, q_min: np.ndarray, q_max: np.ndarray) -> np.ndarray:
         """UCB1 or PUCT over the actions of one node per tree; untried actions first, ties at random."""
-        q = value_sum / visits.clamp_min(1)
-        spread = (q_max - q_min).unsqueeze(-1)
-        q = torch.where(spread > 0, (q - q_min.unsqueeze(-1)) / spread.clamp_min(1e-12), torch.zeros_like(q))
-        total = visits.sum(-1, keepdim=True)
+        q = value_sum / np.maximum(visits, 1)
+        spread = (q_max - q_min)[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            q = np.where(spread > 0, (q - q_min[:, None]) / np.maximum(spread, 1e-12), 0.0).astype(visits.dtype)
+        total = visits.sum(-1, keepdims=True)
         if self.selection == "ucb1":
-            bonus = self.exploration * torch.sqrt(torch.log(total.clamp_min(1)) / visits.clamp_min(1))
-            score = torch.where(visits > 0, q + bonus, torch.full_like(q, math.inf))
+            with np.errstate(divide="ignore"):
+                bonus = self.exploration * np.sqrt(np.log(np.maximum(total, 1)) / np.maximum(visits, 1))
+            score = np.where(visits > 0, q + bonus, 1e30)
         else:
             prior = 1.0 / self.num_actions
-            score = torch.where(visits > 0, q, torch.zeros_like(q))
-            score = score + self.exploration * prior * torch.sqrt(total.clamp_min(1)) / (1 + visits)
-        score = torch.where(torch.isinf(score), torch.full_like(score, 1e30), score)
-        return (score + 1e-6 * torch.rand_like(score)).argmax(-1)
+            score = np.where(visits > 0, q, 0.0)
+            score = score + self.exploration * prior * np.sqrt(np.maximum(total, 1)) / (1 + visits)
+        # The tie-breaking noise comes from torch's generator, so seeding torch seeds the search.
+        noise = torch.rand(visits.shape, dtype=torch.float32).numpy()
+        return (score.astype(visits.dtype) + 1e-6 * noise).argmax(-1)
 
     def _leaf_values(self, leaf: Tensor) -> Tensor:
         """Mean discounted return of random rollouts from each leaf, plus the discounted value net."""
@@ -197,15 +207,21 @@ class MCTSPlanner(TensorDictModuleBase):
         return total.view(envs, k).mean(1)
 
     @torch.no_grad()
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """Search from every env copy's observation and write the root's most visited action."""
+    def forward(self, tensordict: TensorDictBase, temperature: float = 0.0) -> TensorDictBase:
+        """Search from every env copy's observation and write the root's most visited action.
+
+        With ``temperature > 0`` the action is drawn with probability ``visits^(1 / temperature)``
+        instead (AlphaZero's self-play moves, Silver et al. 2017), for exploring collection only.
+        """
         started = time.perf_counter()
         observation = tensordict.get("observation")
         batch_shape = observation.shape[:-1]
         flat = observation.reshape(-1, observation.shape[-1]).float()
         root_visits, root_q, _ = self.search(flat)
-        # Most visited; among equally visited actions the one with the higher value.
-        best = (root_visits + 1e-3 * torch.sigmoid(root_q)).argmax(-1)
+        if temperature > 0:
+            best = torch.multinomial(root_visits ** (1.0 / temperature), 1).squeeze(-1)
+        else:  # most visited; among equally visited actions the one with the higher value
+            best = (root_visits + 1e-3 * torch.sigmoid(root_q)).argmax(-1)
         if self.one_hot:
             action = F.one_hot(best, self.num_actions).to(self.action_dtype).reshape(*batch_shape, self.num_actions)
         else:

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from mbrl_lightning.imagination.member_layout import MemberLayout
 from mbrl_lightning.world_models import WorldModel
 
 Propagation = Literal["random_member", "fixed_member", "mean"]
@@ -36,30 +37,16 @@ class RowPrediction:
 
 def predict_by_member(model: WorldModel, observation: Tensor, action: Tensor, member: Tensor) -> RowPrediction:
     """Row ``i`` predicted by member ``member[i]``; every member used runs once, on its own rows."""
-    n = observation.shape[0]
     if model.num_members == 1:
         prediction = model.predict(observation, action)
         return RowPrediction(prediction.next_observation[0], prediction.reward[0], prediction.done_probability[0],
                              None if prediction.next_observation_std is None else prediction.next_observation_std[0])
-    members, group = torch.unique(member, return_inverse=True)
-    order = torch.argsort(group, stable=True)
-    counts = torch.bincount(group, minlength=len(members))
-    sorted_group = group[order]
-    slot = torch.arange(n, device=observation.device) - (torch.cumsum(counts, 0) - counts)[sorted_group]
-    width = int(counts.max())
-    # Members with fewer rows than the largest group get zero rows as padding (never read back).
-    obs_in = observation.new_zeros(len(members), width, observation.shape[-1])
-    act_in = action.new_zeros(len(members), width, action.shape[-1])
-    obs_in[sorted_group, slot] = observation[order]
-    act_in[sorted_group, slot] = action[order]
-    prediction = model.predict_grouped(obs_in, act_in, members=members)
+    layout = MemberLayout.of(member)
+    # Members with fewer rows than the largest group get padding rows (copies of row 0, never read back).
+    prediction = model.predict_grouped(layout.group(observation), layout.group(action), members=layout.members)
 
     def rows(values: Tensor | None) -> Tensor | None:
-        if values is None:
-            return None
-        out = values.new_empty(n, values.shape[-1])
-        out[order] = values[sorted_group, slot]
-        return out
+        return None if values is None else layout.ungroup(values)
 
     return RowPrediction(rows(prediction.next_observation), rows(prediction.reward),
                          rows(prediction.done_probability), rows(prediction.next_observation_std))

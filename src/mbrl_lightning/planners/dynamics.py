@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from mbrl_lightning.imagination.trajectory_sampling import Propagation, TrajectorySampler
-from mbrl_lightning.planners.member_layout import MemberLayout
+from mbrl_lightning.imagination.member_layout import MemberLayout
 from mbrl_lightning.world_models import WorldModel
 
 # ``reward_fn(observation, action, next_observation) -> reward [..., 1]``, as mbrl-lib's ``reward_fn``.

@@ -1,4 +1,4 @@
-"""Where each particle sits in the member-major batch an ensemble runs on, computed once per rollout."""
+"""Where each particle sits in the member-major batch an ensemble runs on (planning rollouts compute it once per rollout)."""
 
 from __future__ import annotations
 

@@ -329,6 +329,39 @@ def test_evaluation_acts_deterministically(family: str, monkeypatch: pytest.Monk
     assert not torch.equal(_actions_with_global_seed(0, explore), _actions_with_global_seed(1, explore))
 
 
+class StartRecordingPolicy(TensorDictModuleBase):
+    """Acts with ``policy`` and keeps the observations of each evaluation's first step."""
+
+    def __init__(self, policy: TensorDictModuleBase, starts: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.policy, self.starts, self.first = policy, starts, True
+        self.in_keys, self.out_keys = policy.in_keys, policy.out_keys
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if self.first:
+            self.starts.append(tensordict["observation"].clone())
+            self.first = False
+        return self.policy(tensordict)
+
+
+@pytest.mark.parametrize("same_starts", [False, True])
+def test_eval_same_starts_replays_the_start_states_of_the_first_evaluation(
+    same_starts: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = _model("cartpole_dqn.yaml", "--model.eval_episodes", "3", "--model.eval_max_steps", "5",
+                    "--model.eval_same_starts", str(same_starts).lower())
+    starts: list[torch.Tensor] = []
+    recording = lambda env, policy, *args: evaluate_policy(env, StartRecordingPolicy(policy, starts), *args)
+    monkeypatch.setattr(base, "evaluate_policy", recording)
+    for _ in range(3):
+        module.evaluate()
+    assert module.evaluations == 3
+    repeats = [torch.equal(starts[0], later) for later in starts[1:]]
+    # Three copies per evaluation, each on its own seed: never one start state repeated across them.
+    assert len(set(starts[0][:, 0].tolist())) == 3
+    assert repeats == [same_starts, same_starts]
+
+
 @torch.no_grad()
 def test_noisy_net_evaluation_acts_on_the_mean_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     """AtariSPR explores by noisy layers alone (no epsilon): its evaluation must switch their noise off."""

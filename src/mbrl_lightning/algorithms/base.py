@@ -46,6 +46,10 @@ class RLModule(RankAgreement, LightningModule, ABC):
         eval_every_frames: evaluate the deterministic policy every this many frames (0: never).
         eval_episodes: episodes per evaluation, run in parallel on a separate env.
         eval_max_steps: step cap of one evaluation episode; defaults to the env's time limit.
+        eval_same_starts: every evaluation plays the same env seeds (so the same start states),
+            where by default evaluation ``i`` plays its own; for agents whose return depends more
+            on the start state than on training progress, it makes evaluations (and so the best
+            checkpoint) compare policies rather than draws of start states.
         collector: what steps the training env: ``auto`` (the lean in-process collector where it
             gives exactly TorchRL's batches, else TorchRL's), ``lean``, ``torchrl`` or
             ``multi_sync`` (TorchRL's ``MultiSyncCollector`` with ``collector_workers`` processes,
@@ -73,6 +77,7 @@ class RLModule(RankAgreement, LightningModule, ABC):
         eval_every_frames: int = 10_000,
         eval_episodes: int = 10,
         eval_max_steps: int | None = None,
+        eval_same_starts: bool = False,
         collector: CollectorKind = "auto",
         collector_workers: int = 2,
     ) -> None:
@@ -106,6 +111,7 @@ class RLModule(RankAgreement, LightningModule, ABC):
         self.eval_every_frames = eval_every_frames
         self.eval_episodes = eval_episodes
         self.eval_max_steps = eval_max_steps or env.episode_step_limit
+        self.eval_same_starts = eval_same_starts
         self.collector = collector
         self.collector_workers = collector_workers
 
@@ -324,7 +330,7 @@ class RLModule(RankAgreement, LightningModule, ABC):
 
     def eval_seed(self, evaluation: int) -> int:
         """Seed of the env of evaluation number ``evaluation`` (its copies take the following seeds)."""
-        return self.seed + EVAL_SEED_OFFSET + evaluation
+        return self.seed + EVAL_SEED_OFFSET + (0 if self.eval_same_starts else evaluation)
 
     # ----------------------------------------------------------------- checkpoint extras
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

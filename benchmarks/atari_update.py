@@ -74,7 +74,7 @@ def phase_times(model, steps: int) -> dict[str, float]:
             model.manual_backward(loss)
             phase("backward")
             if model.max_grad_norm is not None:
-                model.clip_gradients(optimizer, gradient_clip_val=model.max_grad_norm, gradient_clip_algorithm="norm")
+                model.clip_gradient_norm(optimizer, model.max_grad_norm)
             phase("clip")
             optimizer.step()
             phase("adam")

@@ -309,6 +309,18 @@ class RLModule(RankAgreement, LightningModule, ABC):
         # Callbacks (checkpoint monitors, early stopping) read trainer.callback_metrics.
         self.trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
 
+    # ----------------------------------------------------------------- gradients
+    def clip_gradient_norm(self, optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+        """Clip the norm of ``optimizer``'s gradients to ``max_norm``, under any training precision."""
+        # Not Lightning's clip_gradients: under mixed precision it refuses fused optimizers (which
+        # unscale fp16 gradients themselves, so it cannot unscale before clipping), and in manual
+        # optimisation the fp16 gradients it would clip are still scaled. Clipping the scaled
+        # gradients at max_norm times the scale is the same clip on the true ones; bf16 has no scale.
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        scale = scaler.get_scale() if scaler is not None else 1.0
+        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm * scale)
+
     # ----------------------------------------------------------------- evaluation
     def _evaluation_due(self, frames_before: int) -> bool:
         if self.eval_every_frames <= 0:

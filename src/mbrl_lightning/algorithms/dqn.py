@@ -148,7 +148,7 @@ class DQN(ReplayLearner):
         optimizer.zero_grad()
         self.manual_backward(loss)
         if self.max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+            self.clip_gradient_norm(optimizer, self.max_grad_norm)
         optimizer.step()
         self.target_updater.step()
         return {key: term.detach() for key, term in terms.items()}

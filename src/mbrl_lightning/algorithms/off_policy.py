@@ -304,12 +304,12 @@ class OffPolicyActorCritic(ReplayLearner):
             self.optimizer(index).zero_grad()
         self.manual_backward(total)
         if self.max_grad_norm is not None:
-            self.clip_gradients(critic_optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+            self.clip_gradient_norm(critic_optimizer, self.max_grad_norm)
         critic_optimizer.step()
         losses = {"loss/critic": critic_loss.detach()}
         if update_actor:
             if self.max_grad_norm is not None:
-                self.clip_gradients(actor_optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+                self.clip_gradient_norm(actor_optimizer, self.max_grad_norm)
             actor_optimizer.step()
             losses["loss/actor"] = actor_loss.detach()
             # Targets move with the actor (TD3's delayed target updates; every step for DDPG).

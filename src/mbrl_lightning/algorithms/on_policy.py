@@ -140,7 +140,7 @@ class OnPolicyModule(RLModule):
                 optimizer.zero_grad()
                 self.manual_backward(loss)
                 if self.max_grad_norm is not None:
-                    self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+                    self.clip_gradient_norm(optimizer, self.max_grad_norm)
                 optimizer.step()
                 for key, value in terms.items():
                     totals[key] = totals.get(key, 0.0) + value.detach()

@@ -4,6 +4,7 @@
     python benchmarks/gradient_step.py --algorithms ddpg --profile 30    # plus cProfile of one update
     python benchmarks/gradient_step.py --algorithms sac sb3_sac --rounds 3   # SAC against SB3's, interleaved
     python benchmarks/gradient_step.py --algorithms sac sac_sacloss sb3_sac --threads 2
+    python benchmarks/gradient_step.py --algorithms sac sb3_sac --precision bf16-mixed  # this project's update in bf16
 
 Each run collects ``--learning_starts`` frames, then ``--batches`` batches of 64 frames, each
 followed by 64 gradient steps (the defaults of ``conf/half_cheetah.yaml``: 256-128 MLPs, batch 64).
@@ -19,7 +20,8 @@ gSDE, 8 steps after every 8 frames), over the same number of learning frames in 
 its gradient steps timed inside its ``train`` calls; ``plain_torch`` is a bare SAC step in plain
 PyTorch at the same sizes (``sac_step_floor.py``, gradient steps only, no collection), the floor
 of eager PyTorch on this machine. ``--rounds`` repeats the list, interleaving
-the algorithms, so a change of machine load hits all of them alike.
+the algorithms, so a change of machine load hits all of them alike. ``--precision`` is the
+Lightning Trainer's for this project's algorithms (SB3's SAC and the plain step stay float32).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ SAC_SETTINGS = {"actor_net": lambda i, o: MLP(i, o, hidden_sizes=(400, 300)),
 FRAMES_PER_BATCH = 64
 
 
-def measure(name: str, env_id: str, learning_starts: int, batches: int, profile_lines: int) -> dict:
+def measure(name: str, env_id: str, learning_starts: int, batches: int, profile_lines: int, precision: str) -> dict:
     """Fit ``name`` for ``batches`` learning batches; time every ``update`` call."""
     seed_everything(0)
     model = ALGORITHMS[name](
@@ -83,7 +85,7 @@ def measure(name: str, env_id: str, learning_starts: int, batches: int, profile_
 
     model.update = timed_update
     Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, num_sanity_val_steps=0).fit(model)
+            enable_model_summary=False, num_sanity_val_steps=0, precision=precision).fit(model)
     if profile_lines:
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(profile_lines)
     return {
@@ -92,7 +94,7 @@ def measure(name: str, env_id: str, learning_starts: int, batches: int, profile_
         "wall_ms_per_gradient_step": round(statistics.median(wall[1:]) / FRAMES_PER_BATCH * 1e3, 2),
         "train_frames_per_cpu_second": round(FRAMES_PER_BATCH * (len(stamps) - 1) / (stamps[-1] - stamps[0]), 1),
         "learning_batches": len(cpu), "load_average": round(os.getloadavg()[0], 2),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "precision": precision,
     }
 
 
@@ -156,6 +158,7 @@ def main() -> None:
     parser.add_argument("--learning_starts", type=int, default=1024)
     parser.add_argument("--batches", type=int, default=12, help="learning batches of 64 frames and 64 steps")
     parser.add_argument("--profile", type=int, default=0, help="print this many cProfile lines (stderr)")
+    parser.add_argument("--precision", default="32-true", help="the Trainer's precision for this project's algorithms")
     args = parser.parse_args()
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # its handler writes to stdout
     for name in args.algorithms * args.rounds:
@@ -167,7 +170,7 @@ def main() -> None:
             elif name == "plain_torch":
                 record = measure_plain_torch(args.env, args.batches)
             else:
-                record = measure(name, args.env, args.learning_starts, args.batches, args.profile)
+                record = measure(name, args.env, args.learning_starts, args.batches, args.profile, args.precision)
         print(json.dumps(record), flush=True)
 
 

@@ -37,6 +37,7 @@ AGENTS = {
     "agent": [],
     "no_self_prediction": ["--model.self_prediction_weight", "0"],
     "imagination_entropy": ["--model.entropy_beta", "0.1"],
+    "bf16": ["--trainer.precision", "bf16-mixed"],  # the same agent, its updates under bf16 autocast
 }
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
 from conftest import CONF_DIR, REPO_ROOT
 from mlflow.tracking import MlflowClient
 
+from mbrl_lightning.callbacks.progress import draws_bars
 from mbrl_lightning.cli import main
 from mbrl_lightning.tracking import tracking_uri
 
@@ -129,3 +135,13 @@ def test_a_mistyped_top_level_flag_and_a_yaml_syntax_error_are_one_line_each(cap
     Path("broken.yaml").write_text("model:\n  init_args:\n    lr: [0.1\n")
     line = _one_error_line(main(["--config", "broken.yaml"]), capsys.readouterr().err)
     assert line.startswith("error: --config broken.yaml:4:1: YAML syntax error: expected ',' or ']'"), line
+
+
+def test_a_bar_is_drawn_only_on_a_terminal_that_reports_its_width(tmp_path: Path) -> None:
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w") as terminal, (tmp_path / "log.txt").open("w") as file:
+        assert not draws_bars(file)
+        assert not draws_bars(terminal)  # a new pseudo-terminal has 0 columns: tqdm would draw nothing
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        assert draws_bars(terminal)
+    os.close(leader)

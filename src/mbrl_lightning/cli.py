@@ -30,6 +30,7 @@ from mbrl_lightning.callbacks import (
     StopAtReturn,
     TrainingPlots,
 )
+from mbrl_lightning.callbacks.progress import draws_bars
 from mbrl_lightning.cli_errors import condense_parser_error, find_configuration_error
 from mbrl_lightning.cli_help import import_algorithms, print_help
 from mbrl_lightning.cli_resume import (
@@ -214,7 +215,7 @@ class MBRLCLI(LightningCLI):
         self.trainer_defaults["callbacks"] = [GracefulInterrupt()]
         if self.config.trainer.enable_progress_bar is not False:
             # A redrawn bar needs a terminal; in a file or pipe it would be one line of kilobytes.
-            progress = FrameProgressBar() if sys.stdout.isatty() else FrameProgressLines()
+            progress = FrameProgressBar() if draws_bars(sys.stdout) else FrameProgressLines()
             self.trainer_defaults["callbacks"].append(progress)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

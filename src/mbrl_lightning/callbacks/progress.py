@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import timedelta
@@ -10,6 +11,18 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+
+def draws_bars(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal that reports a width, where a redrawn bar shows."""
+    # A pseudo-terminal nobody sized (``script`` without a terminal, some container runtimes)
+    # reports 0 columns, and tqdm's dynamic width then draws an empty bar: plain lines show there.
+    if not stream.isatty():
+        return False
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except OSError:
+        return False
 
 
 def progress_unit(module: LightningModule) -> str:

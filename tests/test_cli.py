@@ -16,7 +16,7 @@ from conftest import CONF_DIR, REPO_ROOT
 from mlflow.tracking import MlflowClient
 
 from mbrl_lightning.callbacks.progress import draws_bars
-from mbrl_lightning.cli import main
+from mbrl_lightning.cli import MBRLCLI, main
 from mbrl_lightning.tracking import tracking_uri
 
 FIT = [sys.executable, str(REPO_ROOT / "scripts" / "fit.py"), "--config", str(CONF_DIR / "cartpole_dqn.yaml")]
@@ -145,3 +145,16 @@ def test_a_bar_is_drawn_only_on_a_terminal_that_reports_its_width(tmp_path: Path
         fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
         assert draws_bars(terminal)
     os.close(leader)
+
+
+def test_ctrl_c_before_training_starts_exits_130_with_one_line(monkeypatch, capsys) -> None:
+    """An interrupt while the run is set up (the MLflow run, the start line) is no traceback."""
+
+    def interrupted(self) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MBRLCLI, "start_line", interrupted)
+    code = main(["--config", str(CONF_DIR / "cartpole_dqn.yaml"), *TINY, "--experiment_name", "interrupt"])
+    assert code == 130
+    stderr = capsys.readouterr().err.strip().splitlines()
+    assert stderr == ["interrupted before a checkpoint was written; nothing to resume"]

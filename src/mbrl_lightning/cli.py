@@ -6,6 +6,7 @@ import contextlib
 import inspect
 import logging
 import os
+import signal
 import sys
 import tempfile
 import warnings
@@ -316,7 +317,24 @@ def quiet_libraries() -> None:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/fit.py``; returns the process exit code."""
-    argv = list(sys.argv[1:] if args is None else args)
+    built: list[MBRLCLI] = []
+    try:
+        return _fit(list(sys.argv[1:] if args is None else args), built)
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (imports, env probes, creating the MLflow run, the last
+        # flush), where the graceful handler is not installed: say what is on disk, not a traceback.
+        last = None
+        with contextlib.suppress(StopIteration):  # a run without the checkpoint callback
+            last = built[0].frame_checkpoint.last_path if built else None
+        if last is None:
+            print("\ninterrupted before a checkpoint was written; nothing to resume", file=sys.stderr)
+        else:
+            print(f"\ninterrupted; last checkpoint {last}\nresume with: {resume_command(str(last))}", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _fit(argv: list[str], built: list[MBRLCLI]) -> int:
+    """Parse, build (appending the CLI to ``built``) and fit; the exit code."""
     try:
         if "-h" in argv or "--help" in argv:
             return print_help(MBRLCLI, argv)
@@ -333,6 +351,7 @@ def main(args: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {configuration_error}", file=sys.stderr)
         return 2
+    built.append(cli)
     try:
         cli.fit()
     except TrainingInterrupted as interrupted:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import runpy
 import struct
 import subprocess
 import sys
 import termios
+import types
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,31 @@ def test_ctrl_c_before_training_starts_exits_130_with_one_line(monkeypatch, caps
     assert code == 130
     stderr = capsys.readouterr().err.strip().splitlines()
     assert stderr == ["interrupted before a checkpoint was written; nothing to resume"]
+
+
+def test_ctrl_c_after_a_checkpoint_names_it_and_the_resume_command(monkeypatch, capsys) -> None:
+    """An interrupt in the last flush, after the run's checkpoints: the hint resumes from the newest."""
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mbrl_lightning.cli.flush_metrics", interrupted)
+    code = main(["--config", str(CONF_DIR / "cartpole_dqn.yaml"), *TINY, "--experiment_name", "interrupt"])
+    assert code == 130
+    stderr = capsys.readouterr().err.strip().splitlines()
+    assert stderr[0].startswith("interrupted; last checkpoint ") and stderr[0].endswith("last.ckpt")
+    assert stderr[1].startswith("resume with: ") and stderr[1].endswith(stderr[0].split()[-1])
+
+
+class _InterruptedImport(types.ModuleType):
+    """A module whose every attribute lookup is interrupted, as Ctrl-C during ``from ... import``."""
+
+    def __getattr__(self, name: str):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_the_imports_of_fit_py_exits_130_with_one_line(monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "mbrl_lightning.cli", _InterruptedImport("mbrl_lightning.cli"))
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(REPO_ROOT / "scripts" / "fit.py"), run_name="__main__")
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted while starting; nothing was trained or saved"]

@@ -317,28 +317,17 @@ def quiet_libraries() -> None:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of ``scripts/fit.py``; returns the process exit code."""
-    built: list[MBRLCLI] = []
-    try:
-        return _fit(list(sys.argv[1:] if args is None else args), built)
-    except KeyboardInterrupt:
-        # Ctrl-C outside the training loop (imports, env probes, creating the MLflow run, the last
-        # flush), where the graceful handler is not installed: say what is on disk, not a traceback.
-        last = None
-        with contextlib.suppress(StopIteration):  # a run without the checkpoint callback
-            last = built[0].frame_checkpoint.last_path if built else None
-        if last is None:
-            print("\ninterrupted before a checkpoint was written; nothing to resume", file=sys.stderr)
-        else:
-            print(f"\ninterrupted; last checkpoint {last}\nresume with: {resume_command(str(last))}", file=sys.stderr)
-        return 128 + signal.SIGINT
-
-
-def _fit(argv: list[str], built: list[MBRLCLI]) -> int:
-    """Parse, build (appending the CLI to ``built``) and fit; the exit code."""
+    argv = list(sys.argv[1:] if args is None else args)
+    # Ctrl-C outside the training loop (env probes, creating the MLflow run, the last flush) comes
+    # as KeyboardInterrupt, since the graceful handler is installed only while training: one line
+    # saying what is on disk, not a traceback.
     try:
         if "-h" in argv or "--help" in argv:
             return print_help(MBRLCLI, argv)
         cli = MBRLCLI(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted before a checkpoint was written; nothing to resume", file=sys.stderr)
+        return 128 + signal.SIGINT
     except RunFinished as finished:
         print(finished)
         return 0
@@ -351,9 +340,15 @@ def _fit(argv: list[str], built: list[MBRLCLI]) -> int:
             raise
         print(f"error: {configuration_error}", file=sys.stderr)
         return 2
-    built.append(cli)
     try:
         cli.fit()
+    except KeyboardInterrupt:
+        last = next((c.last_path for c in cli.trainer.callbacks if isinstance(c, FrameCheckpoint)), None)
+        if last is None:
+            print("\ninterrupted before a checkpoint was written; nothing to resume", file=sys.stderr)
+        else:
+            print(f"\ninterrupted; last checkpoint {last}\nresume with: {resume_command(str(last))}", file=sys.stderr)
+        return 128 + signal.SIGINT
     except TrainingInterrupted as interrupted:
         saved = f"checkpoint {interrupted.checkpoint}" if interrupted.checkpoint else "no checkpoint (none configured)"
         print(f"\ninterrupted by {interrupted.signal_name} at frame {interrupted.frames:,}; {saved}", file=sys.stderr)

@@ -318,7 +318,7 @@ class RLModule(RankAgreement, LightningModule, ABC):
         # gradients at max_norm times the scale is the same clip on the true ones; bf16 has no scale.
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         scale = scaler.get_scale() if scaler is not None else 1.0
-        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(parameters, max_norm * scale)
 
     # ----------------------------------------------------------------- evaluation

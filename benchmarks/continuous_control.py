@@ -3,7 +3,7 @@
     python benchmarks/continuous_control.py --envs half_cheetah ant --algorithms sac td3 --seeds 0 1 2 --budgets 100000 300000
     python benchmarks/continuous_control.py --envs half_cheetah --seeds 0 --budgets 20000 --eval_every 5000
     python benchmarks/continuous_control.py --envs half_cheetah --peer sb3_sac --seeds 0 --budgets 300000
-    python benchmarks/continuous_control.py --summarize runs.jsonl   # summaries of records printed earlier
+    python benchmarks/continuous_control.py --summarize runs.jsonl --budgets 50000 100000  # summaries of runs printed earlier
     python benchmarks/continuous_control.py --extend runs.jsonl --budgets 300000 >> runs.jsonl  # train them longer
 
 Algorithms: ``ddpg`` (``conf/<env>.yaml``), ``ddpg_imagination`` (``conf/<env>_imagination.yaml``)
@@ -162,14 +162,43 @@ def summary(env: str, algorithm: str, budget: int, records: list[dict]) -> dict:
             "zoo_1M": ZOO_1M.get(env)}
 
 
-def summarize_file(path: str) -> None:
-    """One summary line per (env, algorithm, budget) over the per-run records saved in ``path``."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for record in latest_lines(path):
-        groups.setdefault((record["env"], record["algorithm"]), []).append(record)
-    for (env, algorithm), records in groups.items():
+def returns_at(curve: list[tuple[int, float]], budgets: list[int]) -> dict[str, float]:
+    """The return at each budget the ``(frames, return)`` curve reached: its first evaluation at or past it."""
+    points = sorted(curve)
+    # As in fit_config: an evaluation runs on the batch that crosses a multiple of eval_every.
+    return {str(b): next(value for frames, value in points if frames >= b) for b in budgets if points and points[-1][0] >= b}
+
+
+def record_from_evaluations(evaluations: list[dict]) -> dict:
+    """The record of a run that was stopped before printing one, from its evaluation lines."""
+    last = evaluations[-1]
+    return {key: last.get(key) for key in ("env", "algorithm", "overrides", "seed", "train_fps", "run_id")} | {
+        "eval_curve": [(line["frames"], line["return_mean"]) for line in evaluations], "stopped": True}
+
+
+def summarize_file(path: str, budgets: list[int]) -> None:
+    """One summary line per (env, algorithm, overrides, budget) over the runs saved in ``path``.
+
+    Each run counts by its evaluation curve, at each of ``budgets`` it reached: a finished run's
+    record holds it, a run stopped before its record (its last line an evaluation) by its evaluation lines.
+    """
+    evaluations: dict[tuple[str, str, int, str], list[dict]] = {}
+    with open(path) as lines:
+        for line in lines:
+            record = json.loads(line)
+            if record.get("evaluation"):
+                evaluations.setdefault((record["env"], record["algorithm"], record["seed"], record.get("run_id")), []).append(record)
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for record in latest_lines(path, records_only=False):
+        if record.get("evaluation"):
+            record = record_from_evaluations(evaluations[record["env"], record["algorithm"], record["seed"], record.get("run_id")])
+        record = {**record, "returns": returns_at([tuple(point) for point in record["eval_curve"]], budgets)}
+        groups.setdefault((record["env"], record["algorithm"], " ".join(record.get("overrides", []))), []).append(record)
+    for (env, algorithm, overrides), records in groups.items():
         for budget in sorted({int(b) for r in records for b in r["returns"]}):
-            print(json.dumps(summary(env, algorithm, budget, records)), flush=True)
+            line = summary(env, algorithm, budget, records)
+            print(json.dumps({**line, "overrides": overrides.split(), "seed_list": sorted(
+                r["seed"] for r in records if r["returns"].get(str(budget)) is not None)}), flush=True)
 
 
 def evaluated_frames(path: str) -> dict[tuple[str, str, int, str], set[int]]:
@@ -212,13 +241,14 @@ def main() -> None:
     parser.add_argument("--eval_every", type=int, default=10_000, help="frames between evaluations; divides the budgets")
     # (a budget that is no multiple of frames_per_batch is read at the batch that crosses it)
     parser.add_argument("--eval_episodes", type=int, default=5)
-    parser.add_argument("--summarize", metavar="FILE", help="print the summaries of the record lines in FILE and exit")
+    parser.add_argument("--summarize", metavar="FILE",
+                        help="print the summaries of the runs in FILE at --budgets (stopped runs by their evaluations) and exit")
     parser.add_argument("--extend", metavar="FILE",
                         help="continue the runs recorded in FILE from their last checkpoints to the largest --budgets")
     parser.add_argument("overrides", nargs="*", help="extra fit.py overrides, after --")
     args = parser.parse_args()
     if args.summarize:
-        summarize_file(args.summarize)
+        summarize_file(args.summarize, args.budgets)
         return
     if any(b % args.eval_every for b in args.budgets):
         parser.error("--eval_every must divide every budget, so that an evaluation falls on each")

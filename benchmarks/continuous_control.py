@@ -137,15 +137,26 @@ def fit_config(env: str, algorithm: str, seed: int, budgets: list[int], eval_eve
 
 
 def latest_lines(path: str, records_only: bool = True) -> list[dict]:
-    """The last line of each (env, algorithm, seed) in ``path``: run records, or any line (evaluations too)."""
-    latest: dict[tuple[str, str, int], dict] = {}
+    """The last line of each (env, algorithm, overrides, seed) in ``path``: run records, or any line (evaluations too)."""
+    latest: dict[tuple[str, str, tuple[str, ...], int], dict] = {}
     with open(path) as lines:
         for line in lines:
             record = json.loads(line)
             if record.get("summary") or (records_only and record.get("evaluation")):
                 continue
-            latest[record["env"], record["algorithm"], record["seed"]] = record
+            latest[record["env"], record["algorithm"], tuple(record.get("overrides", ())), record["seed"]] = record
     return list(latest.values())
+
+
+def evaluation_lines(path: str) -> dict[tuple[str, str, int, str], list[dict]]:
+    """The evaluation lines of ``path`` by run: (env, algorithm, seed, run id)."""
+    runs: dict[tuple[str, str, int, str], list[dict]] = {}
+    with open(path) as lines:
+        for line in lines:
+            record = json.loads(line)
+            if record.get("evaluation"):
+                runs.setdefault((record["env"], record["algorithm"], record["seed"], record.get("run_id")), []).append(record)
+    return runs
 
 
 def summary(env: str, algorithm: str, budget: int, records: list[dict]) -> dict:
@@ -172,8 +183,8 @@ def returns_at(curve: list[tuple[int, float]], budgets: list[int]) -> dict[str, 
 def record_from_evaluations(evaluations: list[dict]) -> dict:
     """The record of a run that was stopped before printing one, from its evaluation lines."""
     last = evaluations[-1]
-    return {key: last.get(key) for key in ("env", "algorithm", "overrides", "seed", "train_fps", "run_id")} | {
-        "eval_curve": [(line["frames"], line["return_mean"]) for line in evaluations], "stopped": True}
+    return {key: last.get(key) for key in ("env", "algorithm", "overrides", "seed", "train_fps")} | {
+        "eval_curve": [(line["frames"], line["return_mean"]) for line in evaluations]}
 
 
 def summarize_file(path: str, budgets: list[int]) -> None:
@@ -182,12 +193,7 @@ def summarize_file(path: str, budgets: list[int]) -> None:
     Each run counts by its evaluation curve, at each of ``budgets`` it reached: a finished run's
     record holds it, a run stopped before its record (its last line an evaluation) by its evaluation lines.
     """
-    evaluations: dict[tuple[str, str, int, str], list[dict]] = {}
-    with open(path) as lines:
-        for line in lines:
-            record = json.loads(line)
-            if record.get("evaluation"):
-                evaluations.setdefault((record["env"], record["algorithm"], record["seed"], record.get("run_id")), []).append(record)
+    evaluations = evaluation_lines(path)
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for record in latest_lines(path, records_only=False):
         if record.get("evaluation"):
@@ -203,14 +209,7 @@ def summarize_file(path: str, budgets: list[int]) -> None:
 
 def evaluated_frames(path: str) -> dict[tuple[str, str, int, str], set[int]]:
     """The frames of every evaluation line in ``path``, by (env, algorithm, seed, run id)."""
-    frames: dict[tuple[str, str, int, str], set[int]] = {}
-    with open(path) as lines:
-        for line in lines:
-            record = json.loads(line)
-            if record.get("evaluation"):
-                frames.setdefault((record["env"], record["algorithm"], record["seed"], record.get("run_id")), set()).add(
-                    record["frames"])
-    return frames
+    return {run: {line["frames"] for line in lines} for run, lines in evaluation_lines(path).items()}
 
 
 def extend(path: str, budgets: list[int], eval_every: int, eval_episodes: int) -> None:

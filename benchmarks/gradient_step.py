@@ -5,6 +5,7 @@
     python benchmarks/gradient_step.py --algorithms sac sb3_sac --rounds 3   # SAC against SB3's, interleaved
     python benchmarks/gradient_step.py --algorithms sac sac_sacloss sb3_sac --threads 2
     python benchmarks/gradient_step.py --algorithms sac sb3_sac --precision bf16-mixed  # this project's update in bf16
+    python benchmarks/gradient_step.py --algorithms plain_torch --precision bf16-mixed --compile  # the floor, compiled
 
 Each run collects ``--learning_starts`` frames, then ``--batches`` batches of 64 frames, each
 followed by 64 gradient steps (the defaults of ``conf/half_cheetah.yaml``: 256-128 MLPs, batch 64).
@@ -21,7 +22,8 @@ its gradient steps timed inside its ``train`` calls; ``plain_torch`` is a bare S
 PyTorch at the same sizes (``sac_step_floor.py``, gradient steps only, no collection), the floor
 of eager PyTorch on this machine. ``--rounds`` repeats the list, interleaving
 the algorithms, so a change of machine load hits all of them alike. ``--precision`` is the
-Lightning Trainer's for this project's algorithms (SB3's SAC and the plain step stay float32).
+Lightning Trainer's for this project's algorithms and the plain step's autocast (SB3's SAC stays
+float32); ``--compile`` runs the plain step through ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -133,18 +135,20 @@ def measure_sb3_sac(env_id: str, learning_starts: int, batches: int) -> dict:
     }
 
 
-def measure_plain_torch(env_id: str, batches: int) -> dict:
+def measure_plain_torch(env_id: str, batches: int, precision: str, compiled: bool) -> dict:
     """The bare plain-PyTorch SAC step at ``sac``'s sizes, for as many steps as ``sac`` takes in its timed batches."""
     from sac_step_floor import cpu_ms_per_step
 
     spec = EnvFactory(env_id).make()
     sizes = int(spec.observation_spec["observation"].shape[-1]), int(spec.action_spec.shape[-1])
     spec.close()
-    cpu, wall = cpu_ms_per_step(*sizes, (400, 300), SAC_SETTINGS["batch_size"], FRAMES_PER_BATCH * (batches - 1))
+    cpu, wall = cpu_ms_per_step(*sizes, (400, 300), SAC_SETTINGS["batch_size"], FRAMES_PER_BATCH * (batches - 1),
+                                bf16=precision == "bf16-mixed", compiled=compiled)
     return {
         "algorithm": "plain_torch", "env": env_id, "batch_size": SAC_SETTINGS["batch_size"],
         "cpu_ms_per_gradient_step": round(cpu, 2), "wall_ms_per_gradient_step": round(wall, 2),
         "load_average": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads(),
+        "precision": precision, "compiled": compiled,
     }
 
 
@@ -158,7 +162,9 @@ def main() -> None:
     parser.add_argument("--learning_starts", type=int, default=1024)
     parser.add_argument("--batches", type=int, default=12, help="learning batches of 64 frames and 64 steps")
     parser.add_argument("--profile", type=int, default=0, help="print this many cProfile lines (stderr)")
-    parser.add_argument("--precision", default="32-true", help="the Trainer's precision for this project's algorithms")
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"],
+                        help="the Trainer's precision for this project's algorithms (and plain_torch's autocast)")
+    parser.add_argument("--compile", action="store_true", help="plain_torch through torch.compile (inductor)")
     args = parser.parse_args()
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # its handler writes to stdout
     for name in args.algorithms * args.rounds:
@@ -168,7 +174,7 @@ def main() -> None:
             if name == "sb3_sac":
                 record = measure_sb3_sac(args.env, args.learning_starts, args.batches)
             elif name == "plain_torch":
-                record = measure_plain_torch(args.env, args.batches)
+                record = measure_plain_torch(args.env, args.batches, args.precision, args.compile)
             else:
                 record = measure(name, args.env, args.learning_starts, args.batches, args.profile, args.precision)
         print(json.dumps(record), flush=True)

@@ -90,13 +90,24 @@ class PlainSACStep:
 
 
 def cpu_ms_per_step(observation_size: int, action_size: int, hidden: tuple[int, int], batch_size: int,
-                    steps: int) -> tuple[float, float]:
-    """CPU and wall milliseconds per step over ``steps`` steps, after 16 untimed ones."""
+                    steps: int, bf16: bool = False, compiled: bool = False) -> tuple[float, float]:
+    """CPU and wall milliseconds per step over ``steps`` steps, after 16 untimed ones.
+
+    ``bf16`` runs the step under CPU autocast (products in bf16, weights and Adam float32, as
+    Lightning's ``bf16-mixed``); ``compiled`` runs it through ``torch.compile`` (inductor), whose
+    compilation happens in the untimed steps.
+    """
     torch.manual_seed(0)
     bare = PlainSACStep(observation_size, action_size, hidden, batch_size)
+    step = torch.compile(bare.step) if compiled else bare.step
+
+    def one_step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            step()
+
     for _ in range(16):
-        bare.step()
+        one_step()
     started_cpu, started_wall = time.process_time(), time.perf_counter()
     for _ in range(steps):
-        bare.step()
+        one_step()
     return (time.process_time() - started_cpu) / steps * 1e3, (time.perf_counter() - started_wall) / steps * 1e3

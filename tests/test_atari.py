@@ -168,6 +168,25 @@ def test_q_net_gives_the_same_values_in_either_memory_layout() -> None:
         torch.testing.assert_close(network(frames), network.network(frames.float() / 255.0))
 
 
+@pytest.mark.parametrize("dueling", [True, False])
+def test_q_values_keep_their_differences_between_states_under_bf16_autocast(dueling: bool) -> None:
+    """With a common part of 5 (a trained agent's) the differences between states survive bf16-mixed."""
+    torch.manual_seed(0)
+    network = AtariQNet(4, 9, hidden_size=64, dueling=dueling, noisy=True)
+    frames = torch.randint(0, 255, (16, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        network(frames)  # materialises the lazy head
+        output = network.network.value[-1] if dueling else network.network[1][-1]
+        output.bias_mu.add_(5.0)
+        full = network(frames)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = network(frames)
+    assert mixed.dtype == torch.float32
+    between_states = full - full.mean(0)
+    # bf16's spacing at 5 is 0.03, far above these differences (about 1e-3): a bf16 output layer rounds them away.
+    assert between_states.std() < 0.01
+    assert (mixed - mixed.mean(0) - between_states).abs().max() < 0.2 * between_states.std()
+
 def test_attention_map_follows_what_the_conv_layers_see() -> None:
     torch.manual_seed(0)
     network = AtariQNet(4, 9)

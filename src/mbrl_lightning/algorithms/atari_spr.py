@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from tensordict import TensorDictBase
 
 from mbrl_lightning.algorithms.atari_dqn import AtariDQN
@@ -142,13 +141,6 @@ class AtariSPR(AtariDQN):
     def setup(self, stage: str) -> None:
         """Keep freed memory in the heap (:func:`~mbrl_lightning.allocator.retain_freed_memory`), then the base setup."""
         retain_freed_memory()  # the frames, activations and gradients of every step are made anew
-        if str(self.trainer.precision).startswith("bf16"):
-            # Measured (docs/algorithms/atari.md): the encoder's features of different states differ by
-            # about 1e-4 of their size, below bf16's precision, and the representation collapsed.
-            rank_zero_warn(
-                "AtariSPR under bf16-mixed: in the measured run its embeddings of different states became "
-                "identical and it scored below random play; train it in float32 (--trainer.precision 32-true)."
-            )
         super().setup(stage)
 
     def configure_optimizers(self) -> torch.optim.Optimizer | list[torch.optim.Optimizer]:

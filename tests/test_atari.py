@@ -187,6 +187,7 @@ def test_q_values_keep_their_differences_between_states_under_bf16_autocast(duel
     assert between_states.std() < 0.01
     assert (mixed - mixed.mean(0) - between_states).abs().max() < 0.2 * between_states.std()
 
+
 def test_attention_map_follows_what_the_conv_layers_see() -> None:
     torch.manual_seed(0)
     network = AtariQNet(4, 9)

@@ -15,11 +15,17 @@ Known record kinds (the fields read):
 
 * learning curve: ``eval_curve`` ``[[frames, return], ...]`` and ``seed`` (``benchmarks/planning.py``,
   ``benchmarks/continuous_control.py``); ``solve_threshold`` or ``threshold`` adds frames to reach it;
+* evaluation point: one line per evaluation, as long runs write them: ``"evaluation": true`` with
+  ``frames`` and ``return_mean`` (``continuous_control.py``), or ``agent_steps`` and ``score``
+  (``atari100k.py``); a run's points (by ``run_id``) form its curve, so runs that stopped before
+  their last line are drawn too, and a run's curve line, where it has one, replaces its points;
 * solve: ``frames_to_solve``, ``solved`` and ``seed`` (``solve_cartpole.py``, ``cartpole_on_policy.py``).
 
-A record is grouped by ``label``, else ``variant``, else ``algorithm``, else its config's file name
-plus overrides. ``command``, ``source`` and ``measured_at`` are shown with the table. Summary lines
-(``"summary": true``) are skipped: the summaries are recomputed from the per-seed lines.
+A record is grouped by ``label``, else ``variant``, else ``algorithm``, else ``agent``, with its
+overrides appended, else by its config's file name plus overrides. Where one group holds several
+runs of a seed (a run started again), the newest counts. ``command``, ``source`` and
+``measured_at`` are shown with the table. Summary lines (``"summary": true``) are skipped: the
+summaries are recomputed from the per-seed lines.
 """
 
 from __future__ import annotations
@@ -52,16 +58,51 @@ class Group:
     commands: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     dates: list[str] = field(default_factory=list)
+    budget: float | None = None
+    short: list[str] = field(default_factory=list)
+
+    def settle_finals(self) -> None:
+        """Each seed's return at the group's budget: the last frame count most of its runs reached.
+
+        A run that went further is read at its last evaluation within the budget, so the finals
+        compare equal frames; a run that stopped short is drawn but named in ``short``, not counted.
+        Runs that stop when they reach a threshold keep their last return.
+        """
+        if not self.curves:
+            return
+        if self.threshold is not None or self.solve_frames:
+            self.finals = [float(curve[-1, 1]) for curve in self.curves]
+            self.budget = max(float(curve[-1, 0]) for curve in self.curves)
+            return
+        ends = [float(curve[-1, 0]) for curve in self.curves]
+        counts = {end: sum(abs(other - end) <= 0.01 * end for other in ends) for end in ends}
+        self.budget = max(ends, key=lambda end: (counts[end], end))
+        self.finals = []
+        for seed, curve in zip(self.seeds, self.curves):
+            reached = curve[curve[:, 0] <= 1.01 * self.budget]
+            if curve[-1, 0] < 0.99 * self.budget:
+                self.short.append(f"seed {seed} stopped at {curve[-1, 0]:,.0f}")
+            else:
+                self.finals.append(float(reached[-1, 1]))
 
 
 def record_label(record: dict) -> str:
     """The group a record belongs to (see the module docstring)."""
-    for key in ("label", "variant", "algorithm"):
-        if record.get(key):
-            return str(record[key])
-    label = Path(str(record.get("config", "?"))).stem
     overrides = " ".join(record.get("overrides") or [])
+    for key in ("label", "variant", "algorithm", "agent"):
+        if record.get(key):
+            return str(record[key]) if key in ("label", "variant") else f"{record[key]} {overrides}".strip()
+    label = Path(str(record.get("config", "?"))).stem
     return f"{label} {overrides}".strip()
+
+
+def evaluation_point(record: dict) -> tuple[float, float] | None:
+    """``(frames, return)`` of a one-evaluation line (``continuous_control.py``'s or ``atari100k.py``'s), else None."""
+    if record.get("evaluation") and "frames" in record and "return_mean" in record:
+        return float(record["frames"]), float(record["return_mean"])
+    if "agent_steps" in record and "score" in record and not record.get("final"):
+        return float(record["agent_steps"]), float(record["score"])
+    return None
 
 
 def first_reach(curve: np.ndarray, threshold: float) -> float | None:
@@ -70,26 +111,68 @@ def first_reach(curve: np.ndarray, threshold: float) -> float | None:
     return float(hits[0]) if len(hits) else None
 
 
-def read_groups(path: Path) -> tuple[list[Group], int]:
-    """The groups of one records file, in order of appearance, and the number of lines of unknown kind."""
-    groups: dict[str, Group] = {}
+@dataclass
+class Run:
+    """One run's records in a results file: its curve (a curve line's, else its evaluation points) and its last record."""
+
+    label: str
+    seed: int | None
+    record: dict
+    curve: np.ndarray | None = None
+    points: dict[float, float] = field(default_factory=dict)
+
+    def evaluation_curve(self) -> np.ndarray:
+        """``[[frames, return], ...]``: the curve line's, else the points in frame order (a repeated frame: the last)."""
+        if self.curve is not None:
+            return self.curve
+        return np.asarray(sorted(self.points.items()), dtype=float).reshape(-1, 2)
+
+
+def read_runs(path: Path) -> tuple[list[Run], int]:
+    """The runs of one records file, the newest of each (group, seed), and the number of lines of unknown kind."""
+    runs: dict[object, Run] = {}
     unknown = 0
-    for line in path.read_text().splitlines():
+    for index, line in enumerate(path.read_text().splitlines()):
         if not line.strip():
             continue
         record = json.loads(line)
         if record.get("summary"):
             continue
         curve = np.asarray(record.get("eval_curve") or [], dtype=float).reshape(-1, 2)
-        if not len(curve) and "frames_to_solve" not in record:
+        point = evaluation_point(record)
+        if not len(curve) and "frames_to_solve" not in record and point is None:
             unknown += 1
             continue
-        group = groups.setdefault(record_label(record), Group(record_label(record)))
-        group.seeds.append(int(record.get("seed", len(group.seeds))))
+        label, seed = record_label(record), record.get("seed")
+        # Lines without a run id are one run each (the solve and planning records).
+        key = (label, record["run_id"]) if record.get("run_id") else index
+        run = runs.pop(key, None) or Run(label, seed, record)
+        runs[key] = run  # re-inserted: the dict keeps runs in order of their newest line
+        run.record = record if point is None else run.record
+        if len(curve):
+            run.curve = curve
+        elif point is not None:
+            run.points[point[0]] = point[1]
+    newest: dict[object, Run] = {}
+    for key, run in runs.items():
+        seed_key = (run.label, run.seed) if run.seed is not None else key
+        newest.pop(seed_key, None)
+        newest[seed_key] = run
+    return list(newest.values()), unknown
+
+
+def read_groups(path: Path) -> tuple[list[Group], int]:
+    """The groups of one records file, in order of appearance, and the number of lines of unknown kind."""
+    groups: dict[str, Group] = {}
+    runs, unknown = read_runs(path)
+    for run in runs:
+        record = run.record
+        curve = run.evaluation_curve()
+        group = groups.setdefault(run.label, Group(run.label))
+        group.seeds.append(int(run.seed if run.seed is not None else len(group.seeds)))
         threshold = record.get("solve_threshold", record.get("threshold"))
         if len(curve):
             group.curves.append(curve)
-            group.finals.append(float(curve[-1, 1]))
         if threshold is not None:
             group.threshold = float(threshold)
             group.solve_frames.append(first_reach(curve, threshold) if len(curve) else record.get("frames_to_solve"))
@@ -98,6 +181,8 @@ def read_groups(path: Path) -> tuple[list[Group], int]:
         for key, bucket in (("command", group.commands), ("source", group.sources), ("measured_at", group.dates)):
             if record.get(key) and record[key] not in bucket:
                 bucket.append(str(record[key]))
+    for group in groups.values():
+        group.settle_finals()
     return list(groups.values()), unknown
 
 
@@ -180,7 +265,7 @@ def table(groups: list[Group]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for group in groups:
         finals = np.asarray(group.finals)
-        budget = max((curve[-1, 0] for curve in group.curves), default=None)
+        budget = group.budget
         row = [group.label, ", ".join(str(s) for s in group.seeds), f"{budget:,.0f}" if budget is not None else ""]
         if len(finals):
             low, high = iqm_interval(finals)
@@ -218,6 +303,10 @@ def section(path: Path, out: Path) -> str:
     if threshold is not None:
         notes.append(f"Threshold: evaluation return ≥ {threshold:g}; a seed that never reached it counts as its "
                      "last evaluated frame count, so its IQM is a lower bound (≥).")
+    for group in groups:
+        if group.short:
+            notes.append(f"{group.label}: {', '.join(group.short)} frames (drawn; its final return at the "
+                         f"{group.budget:,.0f}-frame budget is not measured).")
     if unknown:
         notes.append(f"{unknown} lines of another record kind are not drawn.")
     commands = [c for g in groups for c in g.commands]

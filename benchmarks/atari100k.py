@@ -3,6 +3,7 @@
     python benchmarks/atari100k.py --out benchmarks/results/atari100k_mspacman.jsonl          # conf/pacman.yaml, seed 0
     python benchmarks/atari100k.py --agents agent no_self_prediction --seeds 0 1 2 --out runs.jsonl
     python benchmarks/atari100k.py --extend benchmarks/results/atari100k_mspacman.jsonl --agent_steps 100000
+    python benchmarks/atari100k.py --summarize benchmarks/results/atari100k_mspacman_precision.jsonl --at 50000 100000
 
 One JSON line per evaluation (appended to ``--out`` and flushed at once, so a killed run keeps
 what it measured): ``agent_steps``, ``emulator_frames`` (4 per agent step), ``score`` (mean raw game
@@ -12,7 +13,9 @@ evaluations and restarts included) and ``run_id``. When a run reaches its budget
 follows, with the whole ``eval_curve`` (``[agent_steps, score]`` pairs, what benchmarks/figures.py draws); a ``summary`` line per agent aggregates the final scores over seeds (mean, IQM and a 95%
 percentile-bootstrap interval of the mean). ``--extend FILE`` continues every run recorded in
 FILE that stopped short of ``--agent_steps`` from its newest checkpoint, in the same MLflow run,
-appending to the same file. References at 100k agent steps (DIAMOND, arXiv 2405.12399): random
+appending to the same file. ``--summarize FILE --at N ...`` prints, from the evaluation lines of
+FILE (runs written by separate processes, stopped runs included), one summary per agent and budget
+over the seeds that reached it: mean, IQM, 95% bootstrap interval of the mean. References at 100k agent steps (DIAMOND, arXiv 2405.12399): random
 307, SPR 1,318, DreamerV3 1,327, SimPLe 1,480, DIAMOND 1,958, BBF 2,008.
 """
 
@@ -128,6 +131,42 @@ def summarize(out: Path, agent: str, finals: list[dict]) -> None:
                 "wall_hours_mean": round(float(np.mean([r["wall_hours"] for r in finals])), 2)})
 
 
+def scores_at(path: Path, budget: int) -> dict[tuple[str, tuple[str, ...]], list[dict]]:
+    """Per (agent, overrides): the evaluation at ``budget`` agent steps of the newest run of each seed that reached it."""
+    newest: dict[tuple[str, tuple[str, ...], int], tuple[str, dict | None]] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if "summary" in record or record.get("final"):
+            continue
+        key = (record["agent"], tuple(record.get("overrides") or []), record["seed"])
+        run_id, at_budget = newest.get(key, (None, None))
+        if record["run_id"] != run_id:  # a new run of this seed supersedes the old one
+            at_budget = None
+        if record["agent_steps"] == budget:
+            at_budget = record
+        newest[key] = (record["run_id"], at_budget)
+    at: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
+    for (agent, overrides, _), (_, record) in newest.items():
+        if record is not None:
+            at.setdefault((agent, overrides), []).append(record)
+    return at
+
+
+def summarize_file(path: Path, budgets: list[int]) -> None:
+    """Print one summary line per (agent, overrides, budget) over the seeds whose runs reached the budget."""
+    for budget in budgets:
+        for (agent, overrides), records in scores_at(path, budget).items():
+            scores = np.array([r["score"] for r in records])
+            low, high = bootstrap_interval(scores)
+            print(json.dumps({
+                "summary": agent, "overrides": list(overrides), "agent_steps": budget,
+                "seeds": [r["seed"] for r in records], "scores": [round(float(v), 1) for v in scores],
+                "score_mean": round(float(scores.mean()), 1), "score_iqm": round(float(iqm(scores)), 1),
+                "score_ci95": [round(float(low), 1), round(float(high), 1)],
+                "train_agent_steps_per_s_mean": round(float(np.mean([r["train_agent_steps_per_s"] for r in records])), 2),
+                "wall_hours_mean": round(float(np.mean([r["wall_hours"] for r in records])), 2)}))
+
+
 def main() -> None:
     """Run (or continue) every agent for every seed, recording every evaluation."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,8 +178,13 @@ def main() -> None:
     parser.add_argument("--eval_episodes", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/atari100k_mspacman.jsonl"))
     parser.add_argument("--extend", type=Path, metavar="FILE", help="continue the runs recorded in FILE (appends to it)")
+    parser.add_argument("--summarize", type=Path, metavar="FILE", help="print summaries of the runs in FILE at --at and exit")
+    parser.add_argument("--at", type=int, nargs="+", default=[100_000], help="agent-step budgets --summarize reads")
     parser.add_argument("overrides", nargs="*", help="extra fit.py overrides, after --")
     args = parser.parse_args()
+    if args.summarize:
+        summarize_file(args.summarize, args.at)
+        return
     if args.extend:
         for record in latest_records(args.extend):
             if record["agent_steps"] < args.agent_steps:

@@ -185,10 +185,12 @@ def _agent_state(cli) -> dict[str, torch.Tensor]:
     return state
 
 
-def test_resumed_spr_run_continues_exactly() -> None:
-    straight = _agent_state(run_fit(*fit_args("pacman.yaml", *SPR_TINY, "--checkpoint.every_n_frames", "1000")))
-    run_fit(*fit_args("pacman.yaml", *SPR_TINY, "--model.total_frames", "16", "--checkpoint.every_n_frames", "16"))
-    resumed_cli = run_fit(*fit_args("pacman.yaml", *SPR_TINY, "--ckpt_path", "last", "--checkpoint.every_n_frames", "1000"))
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16: the documented fast path
+def test_resumed_spr_run_continues_exactly(precision: str) -> None:
+    tiny = (*SPR_TINY, "--trainer.precision", precision)
+    straight = _agent_state(run_fit(*fit_args("pacman.yaml", *tiny, "--checkpoint.every_n_frames", "1000")))
+    run_fit(*fit_args("pacman.yaml", *tiny, "--model.total_frames", "16", "--checkpoint.every_n_frames", "16"))
+    resumed_cli = run_fit(*fit_args("pacman.yaml", *tiny, "--ckpt_path", "last", "--checkpoint.every_n_frames", "1000"))
     resumed = _agent_state(resumed_cli)
     assert resumed_cli.model.frames == 32
     assert straight.keys() == resumed.keys()

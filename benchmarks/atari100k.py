@@ -41,6 +41,7 @@ AGENTS = {
     "no_self_prediction": ["--model.self_prediction_weight", "0"],
     "imagination_entropy": ["--model.entropy_beta", "0.1"],
     "bf16": ["--trainer.precision", "bf16-mixed"],  # the same agent, its updates under bf16 autocast
+    "c51": ["--model.atoms", "51", "--trainer.precision", "bf16-mixed"],  # SPR's distributional head, in bf16
 }
 
 

@@ -137,9 +137,10 @@ def test_td_targets_discount_by_gamma_and_bootstrap_only_past_non_terminal_steps
     assert (next_value[~TERMINATED].abs() > 1e-4).all(), "the check needs non-zero next-state values"
 
 
-# AtariSPR at a small screen: n-step 3, discount 0.5, one env copy.
+# AtariSPR at a small screen: n-step 3, discount 0.5, one env copy, expected Q-values (the C51
+# target's discounting is checked in test_atari_c51.py).
 SPR = ("atari100k.yaml", "--model.env.init_args.screen_size", "48", "--model.replay_storage", "memory",
-       "--model.gamma", str(GAMMA), "--model.n_step", "3")
+       "--model.gamma", str(GAMMA), "--model.n_step", "3", "--model.atoms", "1")
 
 
 def _atari_batch(module, rewards: list[float], ends: list[bool], lives: list[int]) -> TensorDictBase:

@@ -9,7 +9,10 @@ from typing import Any
 import torch
 from tensordict import TensorDictBase
 from torch import nn
+from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import ExplorationType, set_exploration_type
+from torchrl.modules import DistributionalQValueActor
+from torchrl.objectives import DistributionalDQNLoss, LossModule
 
 from mbrl_lightning.algorithms.base import Metrics
 from mbrl_lightning.algorithms.dqn import DQN
@@ -61,6 +64,12 @@ class AtariDQN(ModelBased, DQN):
         curiosity_beta: weight of the forward-model curiosity bonus (0: off).
         clip_rewards: train on the sign of the reward (scores differ by orders of magnitude between games).
         episodic_life: a lost life ends the TD target's episode (the env itself plays on).
+        atoms: 1 learns expected Q-values (TorchRL's ``DQNLoss``); more learns each action's return
+            distribution on that many evenly spaced returns in ``value_range`` (C51, Bellemare et al.
+            2017, with TorchRL's ``DistributionalDQNLoss``: a cross-entropy to the projected n-step
+            target, next actions chosen by the online net, so double Q whatever ``double_dqn`` says,
+            and ``loss_function`` unused). Rainbow, DER and SPR use 51 atoms in [-10, 10].
+        value_range: the lowest and highest return of the atoms' support (clipped rewards keep returns inside).
         replay_storage: ``memmap`` (files on disk) or ``memory``.
         **kwargs: DQN and RLModule settings (``buffer_size`` counts transitions = agent steps).
     """
@@ -75,9 +84,18 @@ class AtariDQN(ModelBased, DQN):
         clip_rewards: bool = True,
         episodic_life: bool = True,
         replay_storage: StorageKind = "memmap",
+        atoms: int = 1,
+        value_range: tuple[float, float] = (-10.0, 10.0),
         **kwargs: Any,
     ) -> None:
         require(isinstance(env, AtariEnvFactory), "model.env", type(env).__name__, "must be an AtariEnvFactory")
+        require(isinstance(atoms, int) and (atoms == 1 or atoms >= 2), "model.atoms", atoms,
+                "must be 1 (expected Q-values) or at least 2 (a return distribution, C51: 51)")
+        require(len(value_range) == 2 and value_range[0] < value_range[1], "model.value_range", value_range,
+                "must be [lowest, highest] with lowest < highest")
+        # Read by the Q-network, actor and loss that DQN's constructor builds.
+        self.atoms = atoms
+        self.value_range = (float(value_range[0]), float(value_range[1]))
         super().__init__(env=env, q_net=q_net, replay_storage=replay_storage, **kwargs)
         require(entropy_beta >= 0, "model.entropy_beta", entropy_beta, "must be 0 or more")
         require(curiosity_beta >= 0, "model.curiosity_beta", curiosity_beta, "must be 0 or more")
@@ -100,11 +118,27 @@ class AtariDQN(ModelBased, DQN):
         self._fresh_error: float | None = None  # the model's error on the newest batch, from scoring it
 
     def build_q_network(self, q_net: QNetFactory | None, num_actions: int) -> nn.Module:
-        """``q_net(frame_stack, num_actions)``, its lazy layers sized by one pass over an empty frame."""
-        network = (q_net or AtariQNet)(int(self.observation_spec.shape[-3]), num_actions)
+        """``q_net(frame_stack, num_actions)`` (``atoms=`` too when distributional), lazy layers sized by one pass."""
+        distributional = {"atoms": self.atoms} if self.atoms > 1 else {}
+        network = (q_net or AtariQNet)(int(self.observation_spec.shape[-3]), num_actions, **distributional)
         with torch.no_grad():
             network(self.observation_spec.zero().unsqueeze(0))
         return network
+
+    def make_q_actor(self, network: nn.Module) -> TensorDictModuleBase:
+        """DQN's greedy actor, or with ``atoms`` > 1 the greedy actor on the distributions' means."""
+        if self.atoms == 1:
+            return super().make_q_actor(network)
+        support = torch.linspace(*self.value_range, self.atoms)
+        # The network already returns log-probabilities (its log-softmax runs in float32 under autocast).
+        return DistributionalQValueActor(network, support=support, in_keys=["observation"], spec=self.action_spec,
+                                         make_log_softmax=False)
+
+    def make_loss(self, loss_function: str, double_dqn: bool, gamma: float) -> LossModule:
+        """DQN's loss, or with ``atoms`` > 1 TorchRL's C51 loss (n-step discounts from ``steps_to_next_obs``)."""
+        if self.atoms == 1:
+            return super().make_loss(loss_function, double_dqn, gamma)
+        return DistributionalDQNLoss(self.q_actor, gamma=gamma, delay_value=True)
 
     @property
     def q_network(self) -> nn.Module:

@@ -202,10 +202,15 @@ class AtariSPR(AtariDQN):
         return terms
 
     def gradient_update(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
-        """The step, then priorities from its TD errors (DQNLoss writes squared errors) and the target encoder."""
+        """The step, then priorities from its errors and the target encoder.
+
+        The priority is the absolute TD error (DQNLoss writes it squared) or, with a return
+        distribution, the sample's cross-entropy to its target (what the C51 loss writes; Rainbow's priority).
+        """
         metrics = super().gradient_update(sample)
         if "index" in sample.keys():
-            self.replay_buffer.update_priority(sample["index"], sample["td_error"].sqrt())
+            error = sample["td_error"]
+            self.replay_buffer.update_priority(sample["index"], error.sqrt() if self.atoms == 1 else error)
         if self.latent_model is not None:
             self.latent_model.update_target()
         return metrics

@@ -10,7 +10,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase, TensorDictSequential
 from torch import nn
 from torchrl.modules import EGreedyModule, QValueActor
-from torchrl.objectives import DQNLoss, SoftUpdate, ValueEstimators
+from torchrl.objectives import DQNLoss, LossModule, SoftUpdate, ValueEstimators
 
 from mbrl_lightning.algorithms.base import Metrics
 from mbrl_lightning.algorithms.hard_update import EveryNHardUpdate
@@ -93,17 +93,13 @@ class DQN(ReplayLearner):
 
         num_actions = self.action_spec.space.n
         network = self.build_q_network(q_net, num_actions)
-        self.q_actor = QValueActor(network, in_keys=["observation"], spec=self.action_spec)
+        self.q_actor = self.make_q_actor(network)
         self.exploration = EGreedyModule(
             self.action_spec, eps_init=eps_init, eps_end=eps_end, annealing_num_steps=eps_anneal_frames
         )
         self._exploration_policy = TensorDictSequential(self.q_actor, self.exploration)
 
-        self.loss_module = DQNLoss(
-            self.q_actor, loss_function=loss_function, delay_value=True, double_dqn=double_dqn,
-            action_space=self.action_spec,
-        )
-        self.loss_module.make_value_estimator(ValueEstimators.TD0, gamma=gamma)
+        self.loss_module = self.make_loss(loss_function, double_dqn, gamma)
         if target_tau is not None:
             self.target_updater: EveryNHardUpdate | SoftUpdate = SoftUpdate(self.loss_module, tau=target_tau)
         else:
@@ -112,6 +108,17 @@ class DQN(ReplayLearner):
     def build_q_network(self, q_net: NetFactory | None, num_actions: int) -> nn.Module:
         """The online Q-network: ``q_net(observation_size, num_actions)``, an MLP by default."""
         return (q_net or MLP)(int(self.observation_spec.shape[-1]), num_actions)
+
+    def make_q_actor(self, network: nn.Module) -> TensorDictModuleBase:
+        """The greedy actor over ``network``'s Q-values (TorchRL's ``QValueActor``)."""
+        return QValueActor(network, in_keys=["observation"], spec=self.action_spec)
+
+    def make_loss(self, loss_function: str, double_dqn: bool, gamma: float) -> LossModule:
+        """TorchRL's ``DQNLoss`` with a target network and TD(0) targets."""
+        loss = DQNLoss(self.q_actor, loss_function=loss_function, delay_value=True, double_dqn=double_dqn,
+                       action_space=self.action_spec)
+        loss.make_value_estimator(ValueEstimators.TD0, gamma=gamma)
+        return loss
 
     @property
     def exploration_policy(self) -> TensorDictModuleBase:

@@ -25,6 +25,9 @@ class AtariQNet(nn.Module):
     2016, TorchRL's ``DuelingCnnDQNet``) or a plain MLP. Noisy linear layers (Fortunato et al.
     2018) replace the head's layers when ``noisy`` is set; their noise is resampled by the
     algorithm once per gradient step. Layer sizes after the torso are inferred on the first call.
+    With ``atoms`` > 1 the net is distributional (C51, Bellemare et al. 2017, as in Rainbow and
+    SPR): it gives each action's log-probabilities over ``atoms`` fixed returns (the algorithm
+    holds that support), ``[..., atoms, num_actions]``, dueling per atom as in Rainbow.
 
     Args:
         in_channels: stacked frames (derived from the env).
@@ -32,20 +35,25 @@ class AtariQNet(nn.Module):
         hidden_size: width of the hidden layer of each head.
         dueling: value and advantage streams instead of one Q head.
         noisy: noisy linear layers in the head (exploration without epsilon).
+        atoms: 1 for expected Q-values; more for a categorical return distribution per action (set by the algorithm).
     """
 
     def __init__(
-        self, in_channels: int, num_actions: int, hidden_size: int = 512, dueling: bool = True, noisy: bool = False
+        self, in_channels: int, num_actions: int, hidden_size: int = 512, dueling: bool = True, noisy: bool = False,
+        atoms: int = 1,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
+        self.num_actions = num_actions
+        self.atoms = atoms
         mlp_kwargs = {"num_cells": [hidden_size], "activation_class": nn.ReLU}
         if noisy:
             mlp_kwargs["layer_class"] = CachedNoisyLinear  # MLP makes it lazy (CachedNoisyLazyLinear)
         if dueling:
-            self.network: nn.Module = DuelingCnnDQNet(num_actions, 1, cnn_kwargs=dict(NATURE_CNN), mlp_kwargs=mlp_kwargs)
+            self.network: nn.Module = DuelingCnnDQNet(num_actions * atoms, atoms, cnn_kwargs=dict(NATURE_CNN),
+                                                      mlp_kwargs=mlp_kwargs)
         else:
-            self.network = nn.Sequential(ConvNet(**NATURE_CNN), MLP(out_features=num_actions, **mlp_kwargs))
+            self.network = nn.Sequential(ConvNet(**NATURE_CNN), MLP(out_features=num_actions * atoms, **mlp_kwargs))
 
     @property
     def features(self) -> nn.Module:
@@ -58,14 +66,24 @@ class AtariQNet(nn.Module):
         return [m for m in self.features.modules() if isinstance(m, nn.Conv2d)][-1]
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Q-values ``[..., num_actions]``, float32 under any autocast (see :func:`float32_output`)."""
+        """Q-values ``[..., num_actions]`` (or log-probabilities ``[..., atoms, num_actions]``), float32 under autocast.
+
+        Float32 outputs: see :func:`float32_output`.
+        """
         features = self.features(prepare_frames(frames))
         if isinstance(self.network, DuelingCnnDQNet):
             # DuelingCnnDQNet.forward's combination, with each stream's output layer in float32.
-            advantage = float32_output(self.network.advantage, features)
-            value = float32_output(self.network.value, features)
-            return value + advantage - advantage.mean(dim=-1, keepdim=True)
-        return float32_output(self.network[1], features)
+            advantage = self._per_atom(float32_output(self.network.advantage, features))
+            value = self._per_atom(float32_output(self.network.value, features))
+            q = value + advantage - advantage.mean(dim=-1, keepdim=True)
+        else:
+            q = self._per_atom(float32_output(self.network[1], features))
+        # Over the atoms: each action's distribution of returns (Rainbow's dueling C51 head).
+        return q if self.atoms == 1 else q.log_softmax(dim=-2)
+
+    def _per_atom(self, output: torch.Tensor) -> torch.Tensor:
+        """A head's flat output as ``[..., atoms, columns]`` (unchanged for expected Q-values)."""
+        return output if self.atoms == 1 else output.unflatten(-1, (self.atoms, -1))
 
     def feature_map(self, frames: torch.Tensor) -> torch.Tensor:
         """The torso's last activations before flattening, ``[batch, 64, h, w]`` (the latent of self-prediction)."""

@@ -42,6 +42,8 @@ AGENTS = {
     "imagination_entropy": ["--model.entropy_beta", "0.1"],
     "bf16": ["--trainer.precision", "bf16-mixed"],  # the same agent, its updates under bf16 autocast
     "c51": ["--model.atoms", "51", "--trainer.precision", "bf16-mixed"],  # SPR's distributional head, in bf16
+    # SPR's head and its intensity jitter after the shift, in bf16: conf/atari100k.yaml's agent at pacman.yaml's K=2.
+    "c51_intensity": ["--model.atoms", "51", "--model.augmentation", "shift_intensity", "--trainer.precision", "bf16-mixed"],
 }
 
 

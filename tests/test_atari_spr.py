@@ -17,7 +17,7 @@ from mbrl_lightning.data.nstep_frame_replay import NStepFrameReplay
 from mbrl_lightning.data.priorities import ReplayPriorities
 from mbrl_lightning.errors import ConfigurationError
 from mbrl_lightning.nets import AtariQNet
-from mbrl_lightning.nets.augment import random_shift, shift_frames
+from mbrl_lightning.nets.augment import random_intensity, random_shift, shift_frames
 from mbrl_lightning.world_models.latent import LatentTransitionModel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mspacman_random.npz"
@@ -104,6 +104,19 @@ def test_random_shift_matches_hand_computed_crops() -> None:
     for original, moved in zip(stacks, shifted):  # every output is one of the 25 shifts of its input
         candidates = [shift_frames(original[None], torch.tensor([[dy, dx]]), 2)[0] for dy in range(-2, 3) for dx in range(-2, 3)]
         assert any(torch.equal(moved, c) for c in candidates)
+
+
+def test_random_intensity_scales_each_stack_by_spr_s_clamped_factor() -> None:
+    frames = torch.full((64, 4, 3, 3), 0.5)
+    torch.manual_seed(5)
+    draws = torch.randn(64, 1, 1, 1)
+    torch.manual_seed(5)
+    scaled = random_intensity(frames.clone())
+    # By hand: 1 + 0.05 * clamp(draw, -2, 2), one factor per stack, so between 0.9 and 1.1.
+    expected = 0.5 * (1 + 0.05 * draws.clamp(-2, 2))
+    torch.testing.assert_close(scaled, expected.expand_as(frames))
+    assert (draws.abs() > 2).any(), "the check needs a draw that the clamp cuts"
+    assert scaled.min() >= 0.45 - 1e-6 and scaled.max() <= 0.55 + 1e-6
 
 
 def test_bad_replay_and_priority_settings_are_one_line_errors() -> None:

@@ -15,12 +15,12 @@ from mbrl_lightning.allocator import retain_freed_memory
 from mbrl_lightning.data.nstep_frame_replay import NStepFrameReplay, OneStepView
 from mbrl_lightning.envs.atari import AtariEnvFactory
 from mbrl_lightning.errors import require
-from mbrl_lightning.nets.augment import random_shift
+from mbrl_lightning.nets.augment import random_intensity, random_shift
 from mbrl_lightning.nets.conv import prepare_frames
 from mbrl_lightning.world_models.latent import LatentTransitionModel
 
 LatentModelFactory = Callable[[int, int], LatentTransitionModel]
-Augmentation = Literal["shift", "none"]
+Augmentation = Literal["shift", "shift_intensity", "none"]
 FRAME_KEYS = ("observation", ("next", "observation"), "future_observation")
 
 
@@ -46,7 +46,8 @@ class AtariSPR(AtariDQN):
       prioritized replay; the importance exponent anneals linearly over ``importance_anneal_frames``
       (not ``total_frames``: extending a run must not change its schedule), priorities become the
       absolute TD errors after each step;
-    - ``augmentation`` / ``shift_pad``: DrQ's random shift of every replayed frame stack;
+    - ``augmentation`` / ``shift_pad``: DrQ's random shift of every replayed frame stack, and with
+      ``shift_intensity`` SPR's random intensity after it (each stack times ``1 + 0.05 * clamp(N(0, 1), -2, 2)``);
     - ``latent_model`` / ``self_prediction_weight``: the
       :class:`~mbrl_lightning.world_models.latent.LatentTransitionModel`, whose K-step cosine loss is
       added (times the weight) to the TD loss of the same step, through the shared encoder;
@@ -67,7 +68,7 @@ class AtariSPR(AtariDQN):
         importance_exponent_init: beta at the start (SPR: 0.4).
         importance_exponent_end: beta after ``importance_anneal_frames`` (SPR: 1).
         importance_anneal_frames: agent steps over which beta rises (SPR: its budget, 100k).
-        augmentation: ``shift`` (DrQ random shift) or ``none``.
+        augmentation: ``shift`` (DrQ random shift), ``shift_intensity`` (the shift, then SPR's intensity) or ``none``.
         shift_pad: the shift's largest offset in pixels (DrQ: 4).
         adam_eps: Adam's epsilon (SPR and DER: 1.5e-4).
         entropy_beta: weight of latent imagination entropy (0: off).
@@ -94,7 +95,8 @@ class AtariSPR(AtariDQN):
     ) -> None:
         # The pixel model is built only for an explicit model_learning block: the bonuses are latent here.
         super().__init__(env=env, entropy_beta=0.0, curiosity_beta=0.0, **kwargs)
-        require(augmentation in ("shift", "none"), "model.augmentation", augmentation, "allowed values are 'shift', 'none'")
+        require(augmentation in ("shift", "shift_intensity", "none"), "model.augmentation", augmentation,
+                "allowed values are 'shift', 'shift_intensity', 'none'")
         require(shift_pad >= 0, "model.shift_pad", shift_pad, "must be 0 or more")
         require(self_prediction_weight >= 0, "model.self_prediction_weight", self_prediction_weight, "must be 0 or more")
         require(adam_eps > 0, "model.adam_eps", adam_eps, "must be positive")
@@ -167,10 +169,13 @@ class AtariSPR(AtariDQN):
             if key in sample.keys(True):
                 frames = sample[key]
                 stacks = frames.reshape(-1, *frames.shape[-3:])
-                if self.augmentation == "shift":
+                if self.augmentation != "none":
                     stacks = random_shift(stacks, self.shift_pad)
                 # Scaled here, in the convolutions' channels-last layout, rather than by each network pass that reads them.
-                sample[key] = prepare_frames(stacks).view(frames.shape)
+                stacks = prepare_frames(stacks)
+                if self.augmentation == "shift_intensity":
+                    stacks = random_intensity(stacks)
+                sample[key] = stacks.view(frames.shape)
         return sample, {}
 
     # ----------------------------------------------------------------- learning

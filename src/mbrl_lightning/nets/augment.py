@@ -1,4 +1,4 @@
-"""Random-shift augmentation of frame stacks (DrQ, Kostrikov et al. 2021): pad by replicating the border, crop back."""
+"""Augmentations of frame stacks: DrQ's random shift (Kostrikov et al. 2021) and SPR's random intensity."""
 
 from __future__ import annotations
 
@@ -42,3 +42,13 @@ def random_shift(frames: torch.Tensor, pad: int = 4) -> torch.Tensor:
     flat = frames.reshape(-1, *frames.shape[-3:])
     shifts = torch.randint(-pad, pad + 1, (flat.shape[0], 2))
     return shift_frames(flat, shifts, pad).reshape(frames.shape)
+
+
+# SPR's intensity jitter (Schwarzer et al. 2021, its Intensity(scale=0.05) augmentation).
+INTENSITY_SCALE = 0.05
+
+
+def random_intensity(frames: torch.Tensor, scale: float = INTENSITY_SCALE) -> torch.Tensor:
+    """Float frames ``[batch, C, H, W]``, each stack times ``1 + scale * clamp(N(0, 1), -2, 2)``, in place."""
+    noise = torch.randn(frames.shape[0], 1, 1, 1, device=frames.device).clamp_(-2.0, 2.0)
+    return frames.mul_(noise.mul_(scale).add_(1.0))

@@ -2,6 +2,7 @@
 
     python benchmarks/figures.py                      # writes results.md and PNGs to build/benchmark_figures/
     python benchmarks/figures.py --out site_figures   # elsewhere
+    python benchmarks/figures.py --curve atari100k_mspacman_precision docs/images/mspacman_curve.png  # one file's curve
 
 Each ``*.jsonl`` file under ``benchmarks/results/`` becomes one section: a learning-curve figure
 (mean evaluation return over seeds against real env frames, 95% percentile-bootstrap band), an
@@ -60,6 +61,7 @@ class Group:
     dates: list[str] = field(default_factory=list)
     budget: float | None = None
     short: list[str] = field(default_factory=list)
+    x_unit: str = "real environment frames"
 
     def settle_finals(self) -> None:
         """Each seed's return at the group's budget: the last frame count most of its runs reached.
@@ -169,6 +171,8 @@ def read_groups(path: Path) -> tuple[list[Group], int]:
         record = run.record
         curve = run.evaluation_curve()
         group = groups.setdefault(run.label, Group(run.label))
+        if "agent_steps" in record:  # Atari records count agent steps (frame_skip emulator frames each)
+            group.x_unit = "agent steps"
         group.seeds.append(int(run.seed if run.seed is not None else len(group.seeds)))
         threshold = record.get("solve_threshold", record.get("threshold"))
         if len(curve):
@@ -249,7 +253,7 @@ def curve_figure(groups: list[Group], title: str) -> plt.Figure | None:
     if not curves:
         return None
     figure = line_figure(curves, f"{title}: evaluation return, mean and 95% bootstrap band",
-                         "real environment frames", "eval/return_mean")
+                         groups[0].x_unit, "eval/return_mean")
     threshold = next((g.threshold for g in groups if g.threshold is not None), None)
     if threshold is not None:
         figure.axes[0].axhline(threshold, color="grey", linestyle=":", linewidth=1)
@@ -348,7 +352,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of *.jsonl records")
     parser.add_argument("--out", type=Path, default=Path("build/benchmark_figures"))
+    parser.add_argument("--curve", nargs=2, metavar=("RECORDS", "PNG"),
+                        help="only draw the learning curve of RECORDS (a file name under --results, without .jsonl) into PNG")
     args = parser.parse_args()
+    if args.curve:
+        name, png = args.curve
+        records = args.results / f"{name}.jsonl"
+        if not records.is_file():
+            known = ", ".join(sorted(path.stem for path in args.results.glob("*.jsonl")))
+            parser.error(f"--curve {name}: no {records}; records here: {known}")
+        groups, _ = read_groups(records)
+        figure = curve_figure(groups, name)
+        if figure is None:
+            parser.error(f"--curve {name}: no learning curve in {args.results / name}.jsonl")
+        figure.savefig(png)
+        close(figure)
+        print(f"figure: {png}", file=sys.stderr)
+        return
     report = write_report(args.results, args.out)
     print(f"report: {report}", file=sys.stderr)
     for figure in sorted((args.out / "figures").glob("*.png")):

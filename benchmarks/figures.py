@@ -82,7 +82,7 @@ class Group:
         self.finals = []
         for seed, curve in zip(self.seeds, self.curves):
             reached = curve[curve[:, 0] <= 1.01 * self.budget]
-            if curve[-1, 0] < 0.99 * self.budget:
+            if curve[-1, 0] < 0.99 * self.budget or not len(reached):
                 self.short.append(f"seed {seed} stopped at {curve[-1, 0]:,.0f}")
             else:
                 self.finals.append(float(reached[-1, 1]))
@@ -147,7 +147,8 @@ def read_runs(path: Path) -> tuple[list[Run], int]:
             continue
         label, seed = record_label(record), record.get("seed")
         # Lines without a run id are one run each (the solve and planning records).
-        key = (label, record["run_id"]) if record.get("run_id") else index
+        # Evaluation points without a run id belong to their (group, seed): one run per seed.
+        key = (label, record["run_id"]) if record.get("run_id") else (label, seed) if point is not None else index
         run = runs.pop(key, None) or Run(label, seed, record)
         runs[key] = run  # re-inserted: the dict keeps runs in order of their newest line
         run.record = record if point is None else run.record

@@ -9,6 +9,7 @@ from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 from test_atari_spr import SPR_TINY, _agent_state
 
+from mbrl_lightning.algorithms.atari_dqn import AtariDQN
 from mbrl_lightning.cli import main
 from mbrl_lightning.nets import AtariQNet
 
@@ -61,7 +62,8 @@ def test_c51_target_discounts_the_n_step_window_as_computed_by_hand() -> None:
                  "terminated": torch.tensor([[False], [False], [True]]),
                  "done": torch.tensor([[False], [False], [True]])},
     }, batch_size=[3])
-    loss_module(sample)
+    model.loss_module = loss_module
+    AtariDQN.losses(model, sample)  # the C51 path: the keys it hands the loss, then td_error back on the sample
     log_current = torch.tensor([0.2, 0.3, 0.5]).log()
     targets = torch.tensor([[0.0, 0.5, 0.5], [0.0, 0.25, 0.75], [0.0, 0.75, 0.25]])
     expected = -(targets * log_current).sum(-1)

@@ -45,6 +45,9 @@ def test_runs_without_a_final_line_are_drawn_and_read_at_the_common_budget(tmp_p
     assert group.budget == 30
     assert group.finals == [3.0, 5.0, 6.0]
     assert group.short == ["seed 3 stopped at 10"]
+    # Seed 0 extended to 40, seed 1 at 30: both reached 30, only one of two reached 40.
+    (group,) = figures.read_groups(_write(tmp_path / "extended.jsonl", records[:8]))[0]
+    assert group.budget == 30 and group.finals == [3.0, 5.0] and not group.short
     np.testing.assert_array_equal(group.curves[0], [[10, -5.0], [20, 2.0], [30, 3.0], [40, 9.0]])
 
 

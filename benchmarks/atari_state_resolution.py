@@ -56,7 +56,7 @@ class StateResolution(Callback):
             return
         self.last = frames
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
-            q = module.q_network(self.stacks)
+            q = module.action_values(self.stacks)  # expected returns, C51 or not
             latents = module.latent_model.encode(self.stacks).flatten(1)
             embeddings = module.latent_model.target_embedding(self.stacks)
         record = {

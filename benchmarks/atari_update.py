@@ -81,7 +81,7 @@ def phase_times(model, steps: int) -> dict[str, float]:
             model.target_updater.step()
             phase("target_update")
             if "index" in sample.keys():
-                model.replay_buffer.update_priority(sample["index"], sample["td_error"].sqrt())
+                model.replay_buffer.update_priority(sample["index"], model.replay_priority(sample))
             if getattr(model, "latent_model", None) is not None:
                 model.latent_model.update_target()
             phase("priorities")

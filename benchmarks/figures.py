@@ -249,7 +249,10 @@ def curve_figure(groups: list[Group], title: str) -> plt.Figure | None:
     curves = []
     for group in groups:
         if group.curves:
-            grid, mean, low, high = aggregate_curve(group.curves)
+            # Runs that stop at a threshold hold their solved value; runs stopped before their
+            # budget leave the mean, which past their end averages the runs that went on.
+            stops_when_solved = group.threshold is not None or bool(group.solve_frames)
+            grid, mean, low, high = aggregate_curve(group.curves, hold_last=stops_when_solved)
             curves.append(Curve(f"{group.label} ({len(group.curves)} seeds)", grid, mean, low, high))
     if not curves:
         return None
@@ -337,7 +340,8 @@ def write_report(results: Path, out: Path) -> Path:
             "Drawn by `python benchmarks/figures.py` from the records committed under `benchmarks/results/` "
             "(the docs build runs it). Each section is one records file. Curves: mean over seeds of the "
             "deterministic evaluation return against real environment frames, shaded 95% percentile-bootstrap "
-            "interval (a run that stopped early holds its last value). Aggregates: interquartile mean (IQM) "
+            "interval, over the runs that reached each frame count (a run that stops once it reaches a "
+            "threshold holds its last value). Aggregates: interquartile mean (IQM) "
             "over seeds with a 95% percentile-bootstrap interval of the IQM. With three seeds these intervals "
             "are wide: read them as what was measured, not as a ranking.", ""]
     if not files:

@@ -11,6 +11,7 @@ from test_atari_spr import SPR_TINY, _agent_state
 
 from mbrl_lightning.algorithms.atari_dqn import AtariDQN
 from mbrl_lightning.cli import main
+from mbrl_lightning.errors import ConfigurationError
 from mbrl_lightning.nets import AtariQNet
 
 C51_TINY = (*SPR_TINY, "--model.atoms", "3", "--model.value_range", "[-2.0, 2.0]")
@@ -69,6 +70,25 @@ def test_c51_target_discounts_the_n_step_window_as_computed_by_hand() -> None:
     expected = -(targets * log_current).sum(-1)
     torch.testing.assert_close(sample["td_error"].squeeze(-1), expected)
     assert expected[0] != pytest.approx(expected[1])  # the discount of the window matters
+
+
+def test_expected_action_values_and_a_q_net_without_atoms() -> None:
+    """Action values are the distributions' means; a custom net that cannot take ``atoms`` is a config error."""
+    cli = run_fit(*fit_args("pacman.yaml", *C51_TINY, "--model.total_frames", "8", "--model.learning_starts", "100"))
+    model = cli.model
+    rows = torch.tensor([[0.2, 0.3, 0.5], [0.0, 0.0, 1.0]]).clamp_min(1e-12)
+    model.q_actor.module[0].module = FixedDistributions(rows, model.num_actions)
+    frames = torch.zeros(2, 4, 8, 8)
+    frames[1] += 1.0  # the second state picks the row with all mass on the return 2
+    values = model.action_values(frames)
+    torch.testing.assert_close(values, torch.tensor([[0.6], [2.0]]).expand(2, model.num_actions))
+
+    class ExpectedOnly(torch.nn.Module):
+        def __init__(self, channels: int, num_actions: int) -> None:
+            super().__init__()
+
+    with pytest.raises(ConfigurationError, match=r"model.atoms=3: needs a q_net that takes atoms= \(ExpectedOnly"):
+        model.build_q_network(ExpectedOnly, model.num_actions)
 
 
 def test_resumed_c51_run_continues_exactly_and_priorities_are_its_cross_entropies() -> None:

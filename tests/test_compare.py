@@ -99,3 +99,8 @@ def test_statistics() -> None:
     assert grid.tolist() == [0, 5, 10]
     assert mean.tolist() == [1.0, 2.0, 2.5]
     assert (low <= mean).all() and (mean <= high).all()
+    # Without hold_last the shorter run leaves the mean after its last point (5).
+    _, mean, low, high = aggregate_curve([np.array([[0, 0.0], [10, 1.0]]), np.array([[0, 2.0], [4, 4.0]])],
+                                         points=3, hold_last=False)
+    assert mean.tolist() == [1.0, 0.0, 1.0]
+    assert low[2] == high[2] == 1.0 and low[1] == high[1] == 0.0

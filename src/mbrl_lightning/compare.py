@@ -151,11 +151,14 @@ def frames_to_threshold(
     return reached
 
 
-def aggregate_curve(histories: list[np.ndarray], points: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def aggregate_curve(histories: list[np.ndarray], points: int = 100,
+                    hold_last: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean and 95% bootstrap interval over runs of curves sampled on a common x grid.
 
     Each run is read as a step function (its latest value holds until the next one). A run that
-    ended early (stopped once solved) keeps its last value up to the grid's end, the longest run.
+    ended early keeps its last value up to the grid's end, the longest run (right for runs that
+    stop once solved); with ``hold_last`` False it leaves the mean there, which then averages the
+    runs that went that far (right for runs stopped before their budget).
     """
     histories = [h for h in histories if len(h)]
     end = max(h[-1, 0] for h in histories)
@@ -170,8 +173,11 @@ def aggregate_curve(histories: list[np.ndarray], points: int = 100) -> tuple[np.
     # Before a run's first point there is no value: fill with that run's first value.
     first = np.array([h[0, 1] for h in histories])[:, None]
     stacked = np.where(np.isnan(stacked), first, stacked)
+    if not hold_last:
+        ends = np.array([h[-1, 0] for h in histories])[:, None]
+        stacked[grid[None, :] > ends] = np.nan  # past a run's last point: no value
     low, high = bootstrap_interval(stacked)
-    return grid, stacked.mean(axis=0), low, high
+    return grid, np.nanmean(stacked, axis=0), low, high
 
 
 def _format(value: float) -> str:

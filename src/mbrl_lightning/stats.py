@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.stats import trim_mean
 
@@ -16,12 +18,20 @@ def bootstrap_interval(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile-bootstrap interval of the mean over axis 0 (seeds); works column-wise on ``[seeds, points]``.
 
+    A NaN is a seed with no value at that point; the means there are over the seeds that have one.
+
     Written here rather than with ``scipy.stats.bootstrap``, which refuses a single seed and is
     slow column by column; resampling seeds of a whole curve at once is one indexing operation.
     """
     values = np.asarray(values, dtype=float)
     generator = np.random.default_rng(seed)
     picks = generator.integers(0, len(values), size=(resamples, len(values)))
-    means = values[picks].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
-    return np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
+    if not np.isnan(values).any():
+        means = values[picks].mean(axis=1)
+        return np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
+    # NaN marks a seed without a value at that point: resamples average the seeds they drew that have one.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of only missing seeds: no mean, skipped
+        means = np.nanmean(values[picks], axis=1)
+        return np.nanpercentile(means, tail, axis=0), np.nanpercentile(means, 100 - tail, axis=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -35,6 +36,15 @@ C51_KEYS = ("observation", "action", "steps_to_next_obs", "priority_weight", ("n
 # stacks are large, so each new batch, measured before the model trains on it, is the held-out data.
 DEFAULT_LEARNER = partial(WorldModelLearner, world_model=ConvWorldModel, lr=1e-3, batch_size=32, updates_per_batch=1,
                           validation_fraction=0.0, k_step_horizon=0)
+
+
+def _accepts_keyword(factory: Callable[..., Any], name: str) -> bool:
+    """Whether ``factory`` takes the keyword ``name`` (or any keyword); True when its signature is unknown."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class AtariDQN(ModelBased, DQN):
@@ -123,7 +133,11 @@ class AtariDQN(ModelBased, DQN):
     def build_q_network(self, q_net: QNetFactory | None, num_actions: int) -> nn.Module:
         """``q_net(frame_stack, num_actions)`` (``atoms=`` too when distributional), lazy layers sized by one pass."""
         distributional = {"atoms": self.atoms} if self.atoms > 1 else {}
-        network = (q_net or AtariQNet)(int(self.observation_spec.shape[-3]), num_actions, **distributional)
+        factory = q_net or AtariQNet
+        if distributional:
+            require(_accepts_keyword(factory, "atoms"), "model.atoms", self.atoms,
+                    f"needs a q_net that takes atoms= ({getattr(factory, '__name__', factory)} does not); use 1")
+        network = factory(int(self.observation_spec.shape[-3]), num_actions, **distributional)
         with torch.no_grad():
             network(self.observation_spec.zero().unsqueeze(0))
         return network
@@ -142,6 +156,14 @@ class AtariDQN(ModelBased, DQN):
         if self.atoms == 1:
             return super().make_loss(loss_function, double_dqn, gamma)
         return DistributionalDQNLoss(self.q_actor, gamma=gamma, delay_value=True)
+
+    def action_values(self, observation: torch.Tensor) -> torch.Tensor:
+        """Each action's expected return ``[..., num_actions]`` (its distribution's mean with ``atoms`` > 1)."""
+        output = self.q_network(observation)
+        if self.atoms == 1:
+            return output
+        support = torch.linspace(*self.value_range, self.atoms, device=output.device)
+        return (output.exp() * support[:, None]).sum(-2)
 
     @property
     def q_network(self) -> nn.Module:

@@ -206,16 +206,20 @@ class AtariSPR(AtariDQN):
             terms["loss/self_prediction"] = self.self_prediction_weight * loss
         return terms
 
-    def gradient_update(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
-        """The step, then priorities from its errors and the target encoder.
+    def replay_priority(self, sample: TensorDictBase) -> torch.Tensor:
+        """Each sampled transition's new priority, from the ``td_error`` its loss wrote.
 
-        The priority is the absolute TD error (DQNLoss writes it squared) or, with a return
-        distribution, the sample's cross-entropy to its target (what the C51 loss writes; Rainbow's priority).
+        The absolute TD error (DQNLoss writes it squared) or, with a return distribution, the
+        sample's cross-entropy to its target (what the C51 loss writes; Rainbow's priority).
         """
+        error = sample["td_error"]
+        return error.sqrt() if self.atoms == 1 else error
+
+    def gradient_update(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
+        """The step, then priorities from its errors (:meth:`replay_priority`) and the target encoder."""
         metrics = super().gradient_update(sample)
         if "index" in sample.keys():
-            error = sample["td_error"]
-            self.replay_buffer.update_priority(sample["index"], error.sqrt() if self.atoms == 1 else error)
+            self.replay_buffer.update_priority(sample["index"], self.replay_priority(sample))
         if self.latent_model is not None:
             self.latent_model.update_target()
         return metrics

@@ -36,11 +36,14 @@ from mbrl_lightning.stats import bootstrap_interval, iqm
 from mbrl_lightning.tracking import tracking_uri
 
 # The agents compared: conf/pacman.yaml as it is, and its ablations (YAML keys changed on the command line).
+# pacman.yaml trains in bf16 (its trainer block); records of "agent" written before that default
+# carry no "precision" field and ran in float32.
 AGENTS = {
     "agent": [],
+    "fp32": ["--trainer.precision", "32-true"],  # the same agent in float32
     "no_self_prediction": ["--model.self_prediction_weight", "0"],
     "imagination_entropy": ["--model.entropy_beta", "0.1"],
-    "bf16": ["--trainer.precision", "bf16-mixed"],  # the same agent, its updates under bf16 autocast
+    "bf16": ["--trainer.precision", "bf16-mixed"],  # the same agent, its updates under bf16 autocast (named for old records)
     "c51": ["--model.atoms", "51", "--trainer.precision", "bf16-mixed"],  # SPR's distributional head, in bf16
     # SPR's head and its intensity jitter after the shift, in bf16: conf/atari100k.yaml's agent at pacman.yaml's K=2.
     "c51_intensity": ["--model.atoms", "51", "--model.augmentation", "shift_intensity", "--trainer.precision", "bf16-mixed"],
@@ -99,6 +102,7 @@ def run(config: str, agent: str, seed: int, agent_steps: int, eval_every: int, e
     records = EvaluationRecords(out, base, wall_before)
     with stdout_to_stderr():
         cli = MBRLCLI(args)
+        base["precision"] = str(cli.trainer.precision)  # the precision it ran in, whatever the config's default
         cli.trainer.callbacks.append(records)
         cli.fit()
     model = cli.model

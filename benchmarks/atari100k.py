@@ -1,7 +1,7 @@
 """Atari-100k MsPacman: the raw game score at every evaluation, with agent steps/s and wall hours, as it goes.
 
-    python benchmarks/atari100k.py --out benchmarks/results/atari100k_mspacman.jsonl          # conf/pacman.yaml, seed 0
-    python benchmarks/atari100k.py --agents agent no_self_prediction --seeds 0 1 2 --out runs.jsonl
+    python benchmarks/atari100k.py --out benchmarks/results/atari100k_mspacman.jsonl          # conf/pacman.yaml (bf16), seed 0
+    python benchmarks/atari100k.py --agents bf16 no_self_prediction --seeds 0 1 2 --out runs.jsonl
     python benchmarks/atari100k.py --extend benchmarks/results/atari100k_mspacman.jsonl --agent_steps 100000
     python benchmarks/atari100k.py --summarize benchmarks/results/atari100k_mspacman_precision.jsonl --at 50000 100000
 
@@ -9,7 +9,8 @@ One JSON line per evaluation (appended to ``--out`` and flushed at once, so a ki
 what it measured): ``agent_steps``, ``emulator_frames`` (4 per agent step), ``score`` (mean raw game
 score of ``eval_episodes`` full games, all lives, unclipped), ``score_std``, ``train_agent_steps_per_s``
 (collection and learning, evaluations excluded), ``wall_hours`` (since the run first started,
-evaluations and restarts included) and ``run_id``. When a run reaches its budget a ``final`` line
+evaluations and restarts included), ``precision`` (the trainer's; absent from records older than
+the field) and ``run_id``. When a run reaches its budget a ``final`` line
 follows, with the whole ``eval_curve`` (``[agent_steps, score]`` pairs, what benchmarks/figures.py draws); a ``summary`` line per agent aggregates the final scores over seeds (mean, IQM and a 95%
 percentile-bootstrap interval of the mean). ``--extend FILE`` continues every run recorded in
 FILE that stopped short of ``--agent_steps`` from its newest checkpoint, in the same MLflow run,
@@ -35,17 +36,17 @@ from mbrl_lightning.cli import MBRLCLI
 from mbrl_lightning.stats import bootstrap_interval, iqm
 from mbrl_lightning.tracking import tracking_uri
 
-# The agents compared: conf/pacman.yaml as it is, and its ablations (YAML keys changed on the command line).
-# pacman.yaml trains in bf16 (its trainer block); records of "agent" written before that default
-# carry no "precision" field and ran in float32.
+# The agents compared: conf/pacman.yaml (bf16, its trainer's precision), float32, and ablations
+# (YAML keys changed on the command line). Each names its precision, so records written before
+# bf16 became pacman.yaml's precision (agent "agent", float32 then) keep their meaning.
 AGENTS = {
-    "agent": [],
+    "bf16": ["--trainer.precision", "bf16-mixed"],  # pacman.yaml as it is
     "fp32": ["--trainer.precision", "32-true"],  # the same agent in float32
-    "no_self_prediction": ["--model.self_prediction_weight", "0"],
-    "imagination_entropy": ["--model.entropy_beta", "0.1"],
-    "bf16": ["--trainer.precision", "bf16-mixed"],  # the same agent, its updates under bf16 autocast (named for old records)
-    "c51": ["--model.atoms", "51", "--trainer.precision", "bf16-mixed"],  # SPR's distributional head, in bf16
-    # SPR's head and its intensity jitter after the shift, in bf16: conf/atari100k.yaml's agent at pacman.yaml's K=2.
+    "agent": ["--trainer.precision", "32-true"],  # float32: the name of pacman.yaml's agent in records before bf16
+    "no_self_prediction": ["--model.self_prediction_weight", "0", "--trainer.precision", "bf16-mixed"],
+    "imagination_entropy": ["--model.entropy_beta", "0.1", "--trainer.precision", "bf16-mixed"],
+    "c51": ["--model.atoms", "51", "--trainer.precision", "bf16-mixed"],  # SPR's distributional head
+    # SPR's head and its intensity jitter after the shift: conf/atari100k.yaml's agent at pacman.yaml's K=2.
     "c51_intensity": ["--model.atoms", "51", "--model.augmentation", "shift_intensity", "--trainer.precision", "bf16-mixed"],
 }
 
@@ -178,7 +179,7 @@ def main() -> None:
     """Run (or continue) every agent for every seed, recording every evaluation."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="conf/pacman.yaml")
-    parser.add_argument("--agents", nargs="+", choices=list(AGENTS), default=["agent"])
+    parser.add_argument("--agents", nargs="+", choices=list(AGENTS), default=["bf16"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--agent_steps", type=int, default=100_000, help="training budget (100k = Atari-100k)")
     parser.add_argument("--eval_every", type=int, default=10_000, help="agent steps between evaluations")

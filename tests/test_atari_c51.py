@@ -11,10 +11,10 @@ from test_atari_spr import SPR_TINY, _agent_state
 
 from mbrl_lightning.algorithms.atari_dqn import AtariDQN
 from mbrl_lightning.cli import main
-from mbrl_lightning.errors import ConfigurationError
 from mbrl_lightning.nets import AtariQNet
 
-C51_TINY = (*SPR_TINY, "--model.atoms", "3", "--model.value_range", "[-2.0, 2.0]")
+# float32: the SPR resume test covers bf16, pacman.yaml's precision.
+C51_TINY = (*SPR_TINY, "--model.atoms", "3", "--model.value_range", "[-2.0, 2.0]", "--trainer.precision", "32-true")
 
 
 @pytest.mark.parametrize("dueling", [True, False])
@@ -72,8 +72,7 @@ def test_c51_target_discounts_the_n_step_window_as_computed_by_hand() -> None:
     assert expected[0] != pytest.approx(expected[1])  # the discount of the window matters
 
 
-def test_expected_action_values_and_a_q_net_without_atoms() -> None:
-    """Action values are the distributions' means; a custom net that cannot take ``atoms`` is a config error."""
+def test_expected_action_values_are_the_distributions_means() -> None:
     cli = run_fit(*fit_args("pacman.yaml", *C51_TINY, "--model.total_frames", "8", "--model.learning_starts", "100"))
     model = cli.model
     rows = torch.tensor([[0.2, 0.3, 0.5], [0.0, 0.0, 1.0]]).clamp_min(1e-12)
@@ -83,12 +82,24 @@ def test_expected_action_values_and_a_q_net_without_atoms() -> None:
     values = model.action_values(frames)
     torch.testing.assert_close(values, torch.tensor([[0.6], [2.0]]).expand(2, model.num_actions))
 
-    class ExpectedOnly(torch.nn.Module):
-        def __init__(self, channels: int, num_actions: int) -> None:
-            super().__init__()
 
-    with pytest.raises(ConfigurationError, match=r"model.atoms=3: needs a q_net that takes atoms= \(ExpectedOnly"):
-        model.build_q_network(ExpectedOnly, model.num_actions)
+class ExpectedOnly(torch.nn.Module):
+    """A custom Q-network that knows nothing of return distributions."""
+
+    def __init__(self, channels: int, num_actions: int) -> None:
+        super().__init__()
+        self.head = torch.nn.LazyLinear(num_actions)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.head(frames.flatten(1).float())
+
+
+def test_a_q_net_without_atoms_is_a_one_line_error_with_c51(capsys) -> None:
+    q_net = f'{{"class_path": "{__name__}.ExpectedOnly"}}'
+    code = main(list(fit_args("pacman.yaml", *C51_TINY, "--model.q_net", q_net)))
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, errors
+    assert "model.atoms=3: needs a q_net that takes atoms=" in errors[0] and "ExpectedOnly" in errors[0], errors
 
 
 def test_resumed_c51_run_continues_exactly_and_priorities_are_its_cross_entropies() -> None:

@@ -198,7 +198,7 @@ def _agent_state(cli) -> dict[str, torch.Tensor]:
     return state
 
 
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16: the documented fast path
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16: pacman.yaml's precision
 def test_resumed_spr_run_continues_exactly(precision: str) -> None:
     tiny = (*SPR_TINY, "--trainer.precision", precision)
     straight = _agent_state(run_fit(*fit_args("pacman.yaml", *tiny, "--checkpoint.every_n_frames", "1000")))

@@ -103,4 +103,11 @@ def test_statistics() -> None:
     _, mean, low, high = aggregate_curve([np.array([[0, 0.0], [10, 1.0]]), np.array([[0, 2.0], [4, 4.0]])],
                                          points=3, hold_last=False)
     assert mean.tolist() == [1.0, 0.0, 1.0]
-    assert low[2] == high[2] == 1.0 and low[1] == high[1] == 0.0
+    assert low[0] < high[0] and np.isnan(low[1:]).all() and np.isnan(high[1:]).all()  # one run left: no band
+    # A run ending within 1% of the grid's end still counts there.
+    _, mean, _, _ = aggregate_curve([np.array([[0, 0.0], [100, 1.0]]), np.array([[0, 2.0], [99.5, 4.0]])],
+                                    points=2, hold_last=False)
+    assert mean.tolist() == [1.0, 2.5]
+    # Without omit_missing a NaN is not skipped.
+    assert np.isnan(bootstrap_interval(np.array([1.0, np.nan, 3.0]))).all()
+    assert bootstrap_interval(np.array([1.0, np.nan, 3.0]), omit_missing=True) == (1.0, 3.0)

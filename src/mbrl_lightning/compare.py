@@ -166,17 +166,19 @@ def aggregate_curve(histories: list[np.ndarray], points: int = 100,
     grid = np.linspace(start, end, points)
     sampled = []
     for history in histories:
-        index = np.searchsorted(history[:, 0], grid, side="right") - 1
-        values = history[np.clip(index, 0, None), 1]
-        sampled.append(np.where(index >= 0, values, np.nan))
+        # Before a run's first point: its first value.
+        values = history[np.clip(np.searchsorted(history[:, 0], grid, side="right") - 1, 0, None), 1]
+        if not hold_last:
+            # 1% slack: batch granularity ends runs of one budget a few frames apart.
+            values = np.where(grid > 1.01 * history[-1, 0], np.nan, values)
+        sampled.append(values)
     stacked = np.array(sampled)
-    # Before a run's first point there is no value: fill with that run's first value.
-    first = np.array([h[0, 1] for h in histories])[:, None]
-    stacked = np.where(np.isnan(stacked), first, stacked)
-    if not hold_last:
-        ends = np.array([h[-1, 0] for h in histories])[:, None]
-        stacked[grid[None, :] > ends] = np.nan  # past a run's last point: no value
-    low, high = bootstrap_interval(stacked)
+    if hold_last:
+        low, high = bootstrap_interval(stacked)
+        return grid, stacked.mean(axis=0), low, high
+    low, high = bootstrap_interval(stacked, omit_missing=True)
+    alone = (~np.isnan(stacked)).sum(axis=0) < 2
+    low[alone] = high[alone] = np.nan  # one run left: no band, rather than a band of width zero
     return grid, np.nanmean(stacked, axis=0), low, high
 
 

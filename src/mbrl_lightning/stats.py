@@ -14,11 +14,12 @@ def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def bootstrap_interval(
-    values: np.ndarray, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+    values: np.ndarray, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0, omit_missing: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile-bootstrap interval of the mean over axis 0 (seeds); works column-wise on ``[seeds, points]``.
 
-    A NaN is a seed with no value at that point; the means there are over the seeds that have one.
+    With ``omit_missing`` a NaN is a seed with no value at that point, and the means there are over
+    the seeds that have one; otherwise a NaN makes the interval NaN, as it makes the mean.
 
     Written here rather than with ``scipy.stats.bootstrap``, which refuses a single seed and is
     slow column by column; resampling seeds of a whole curve at once is one indexing operation.
@@ -27,10 +28,9 @@ def bootstrap_interval(
     generator = np.random.default_rng(seed)
     picks = generator.integers(0, len(values), size=(resamples, len(values)))
     tail = (1 - confidence) / 2 * 100
-    if not np.isnan(values).any():
+    if not omit_missing:
         means = values[picks].mean(axis=1)
         return np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
-    # NaN marks a seed without a value at that point: resamples average the seeds they drew that have one.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a resample of only missing seeds: no mean, skipped
         means = np.nanmean(values[picks], axis=1)

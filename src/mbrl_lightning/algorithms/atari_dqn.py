@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -36,15 +35,6 @@ C51_KEYS = ("observation", "action", "steps_to_next_obs", "priority_weight", ("n
 # stacks are large, so each new batch, measured before the model trains on it, is the held-out data.
 DEFAULT_LEARNER = partial(WorldModelLearner, world_model=ConvWorldModel, lr=1e-3, batch_size=32, updates_per_batch=1,
                           validation_fraction=0.0, k_step_horizon=0)
-
-
-def _accepts_keyword(factory: Callable[..., Any], name: str) -> bool:
-    """Whether ``factory`` takes the keyword ``name`` (or any keyword); True when its signature is unknown."""
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class AtariDQN(ModelBased, DQN):
@@ -133,11 +123,14 @@ class AtariDQN(ModelBased, DQN):
     def build_q_network(self, q_net: QNetFactory | None, num_actions: int) -> nn.Module:
         """``q_net(frame_stack, num_actions)`` (``atoms=`` too when distributional), lazy layers sized by one pass."""
         distributional = {"atoms": self.atoms} if self.atoms > 1 else {}
-        factory = q_net or AtariQNet
-        if distributional:
-            require(_accepts_keyword(factory, "atoms"), "model.atoms", self.atoms,
-                    f"needs a q_net that takes atoms= ({getattr(factory, '__name__', factory)} does not); use 1")
-        network = factory(int(self.observation_spec.shape[-3]), num_actions, **distributional)
+        try:
+            network = (q_net or AtariQNet)(int(self.observation_spec.shape[-3]), num_actions, **distributional)
+        except TypeError as error:
+            # A class_path q_net arrives wrapped by jsonargparse (a ``**kwargs`` partial), so its
+            # signature cannot be checked beforehand: the call's own error names the keyword.
+            if not distributional or "atoms" not in str(error):
+                raise
+            require(False, "model.atoms", self.atoms, f"needs a q_net that takes atoms= ({error}); use 1")
         with torch.no_grad():
             network(self.observation_spec.zero().unsqueeze(0))
         return network
@@ -162,8 +155,7 @@ class AtariDQN(ModelBased, DQN):
         output = self.q_network(observation)
         if self.atoms == 1:
             return output
-        support = torch.linspace(*self.value_range, self.atoms, device=output.device)
-        return (output.exp() * support[:, None]).sum(-2)
+        return (output.exp() * self.q_actor.support[:, None]).sum(-2)  # the support the greedy actor uses
 
     @property
     def q_network(self) -> nn.Module:

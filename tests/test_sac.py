@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
+from tensordict import TensorDict
 from test_ddpg import TASK_ID, _fit
 
 from mbrl_lightning.algorithms import SAC
@@ -97,3 +98,50 @@ def test_sac_rejects_bad_settings() -> None:
         _task_sac(update_to_data=0)
     with pytest.raises(ConfigurationError, match="continuous actions"):
         SAC(EnvFactory("CartPole-v1"))
+
+
+def _random_transitions(model: SAC, count: int) -> TensorDict:
+    """``count`` transitions with random observations, actions inside the box and random rewards."""
+    observation = torch.randn(count, *model.observation_spec.shape[-1:])
+    action = model.action_spec.rand((count,))
+    no = torch.zeros(count, 1, dtype=torch.bool)
+    following = {"observation": observation + 0.1 * torch.randn_like(observation), "reward": torch.randn(count, 1),
+                 "terminated": no, "done": no}
+    return TensorDict({"observation": observation, "action": action, "next": following}, batch_size=[count])
+
+
+def _detached_steps(model: SAC) -> None:
+    """Let ``gradient_update`` run outside a Trainer: plain optimizers and backward."""
+    optimizers = model.configure_optimizers()
+    model.optimizer = lambda index=0: optimizers[index]
+    model.manual_backward = lambda loss: loss.backward()
+
+
+def _actor_gradient_on_stepped_critics(model: SAC, actor_before: dict, sample, seed: int) -> list[torch.Tensor]:
+    """The actor's gradient from its parameters before the step, on the critics after it, with the step's draws."""
+    reference = _task_sac()
+    reference.load_state_dict(model.state_dict())
+    reference.actor.load_state_dict(actor_before)
+    torch.manual_seed(seed)
+    reference.critic_loss(sample)  # draws the next actions, as the step did first
+    reference.actor_loss(sample).backward()
+    return [p.grad.clone() for p in reference.loss_module.actor_network_params.flatten_keys().values()]
+
+
+@pytest.mark.parametrize("critic_first", [True, False])
+def test_critic_first_steps_the_actor_on_the_critics_of_the_same_step(critic_first: bool) -> None:
+    seed_everything(0)
+    model = _task_sac(critic_first=critic_first, fixed_alpha=True)
+    _detached_steps(model)
+    sample = _random_transitions(model, 32)
+    actor_before = {k: v.clone() for k, v in model.actor.state_dict().items()}
+    critics_before = model.loss_module.qvalue_network_params.clone()
+    torch.manual_seed(1)
+    model.gradient_update(sample)
+    stepped = [p.grad.clone() for p in model.loss_module.actor_network_params.flatten_keys().values()]
+    expected = _actor_gradient_on_stepped_critics(model, actor_before, sample, seed=1)
+    moved = model.loss_module.qvalue_network_params
+    assert any(not torch.equal(critics_before[key], moved[key]) for key in moved.keys(True, True))
+    same = all(torch.allclose(a, b, atol=1e-6) for a, b in zip(stepped, expected))
+    # Only the critic-first order climbs the critics that this step moved.
+    assert same is critic_first

@@ -70,6 +70,10 @@ class OffPolicyActorCritic(ReplayLearner):
         update_to_data: gradient steps per collected frame (the update-to-data ratio); replaces
             ``updates_per_batch`` when set. A fractional remainder carries over to the next batch.
         actor_update_interval: critic gradient steps per actor step (TD3's policy delay).
+        critic_first: step the critics before the actor's loss is computed, so the actor climbs the
+            critics of this step (Stable-Baselines3's and the TD3 paper's order; two backward passes).
+            False computes every term from the same parameters and shares one backward pass
+            (TorchRL's examples and the SAC paper's softlearning code).
         exploration: ``gaussian`` (independent noise) or ``ou`` (Ornstein-Uhlenbeck, temporally correlated).
         noise_init: noise scale at the start (Gaussian sigma, or the OU process's scale factor).
         noise_end: noise scale after ``noise_anneal_frames``.
@@ -101,6 +105,7 @@ class OffPolicyActorCritic(ReplayLearner):
         updates_per_batch: int = 64,
         update_to_data: float | None = None,
         actor_update_interval: int = 1,
+        critic_first: bool = False,
         exploration: Exploration = "gaussian",
         noise_init: float = 0.3,
         noise_end: float = 0.05,
@@ -146,6 +151,7 @@ class OffPolicyActorCritic(ReplayLearner):
         self.critic_lr = critic_lr
         self.gamma = gamma
         self.actor_update_interval = actor_update_interval
+        self.critic_first = critic_first
         self.max_grad_norm = max_grad_norm
         self.update_to_data = update_to_data
         # Gradient steps owed by the update-to-data ratio but not yet taken (a fraction of one).
@@ -286,38 +292,76 @@ class OffPolicyActorCritic(ReplayLearner):
 
     def gradient_update(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
         """A critic step and, every ``actor_update_interval`` steps, an actor step and a target update."""
-        actor_optimizer, critic_optimizer = self.optimizer(0), self.optimizer(1)
         update_actor = self.gradient_steps % self.actor_update_interval == 0
-        # The same exploration mode as the loss's own ``forward`` sets around its terms. Calling the
-        # terms apart lets a critic-only step (TD3's delayed actor) skip the actor term.
+        if self.critic_first:
+            critic_loss = self._terms(sample, critic=True, actor=False)[0]
+            losses = self._critic_step(critic_loss, backward=critic_loss)
+            if update_actor:
+                losses.update(self._actor_step(sample))
+        else:
+            losses = self._joint_step(sample, update_actor)
+        self.gradient_steps += 1
+        return losses
+
+    def _terms(self, sample: TensorDictBase, critic: bool, actor: bool) -> tuple[torch.Tensor | None, ...]:
+        """The critic and actor terms asked for, under the exploration mode the loss's own ``forward`` sets."""
+        # Calling the terms apart lets a critic-only step (TD3's delayed actor) skip the actor term.
         with set_exploration_type(self.loss_module.deterministic_sampling_mode):
-            critic_loss = self.critic_loss(sample)
-            actor_loss = self.actor_loss(sample) if update_actor else None
+            critic_loss = self.critic_loss(sample) if critic else None
+            actor_loss = self.actor_loss(sample) if actor else None
+        return critic_loss, actor_loss
+
+    def _joint_step(self, sample: TensorDictBase, update_actor: bool) -> dict[str, torch.Tensor]:
+        """Critic, actor and further terms from the same parameters, through one backward pass."""
+        critic_loss, actor_loss = self._terms(sample, critic=True, actor=update_actor)
         further = self.further_actor_step_losses() if update_actor else []
         # The actor term reads the critic through detached parameters, so one backward pass
         # serves both networks without the actor's gradient leaking into the critic.
         total = critic_loss if actor_loss is None else critic_loss + actor_loss
-        actor_optimizer.zero_grad()
+        self.optimizer(0).zero_grad()
+        for _, index, loss in further:
+            total = total + loss
+            self.optimizer(index).zero_grad()
+        losses = self._critic_step(critic_loss, backward=total)
+        if update_actor:
+            losses.update(self._finish_actor_step(actor_loss, further))
+        return losses
+
+    def _critic_step(self, critic_loss: torch.Tensor, backward: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Back-propagate ``backward`` (the critic term, or the sum it shares) and step the critics."""
+        critic_optimizer = self.optimizer(1)
         critic_optimizer.zero_grad()
+        self.manual_backward(backward)
+        if self.max_grad_norm is not None:
+            self.clip_gradient_norm(critic_optimizer, self.max_grad_norm)
+        critic_optimizer.step()
+        return {"loss/critic": critic_loss.detach()}
+
+    def _actor_step(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
+        """The actor term on the critics as they are now and its further terms, one backward pass, then their steps."""
+        actor_loss = self._terms(sample, critic=False, actor=True)[1]
+        further = self.further_actor_step_losses()
+        total = actor_loss
+        self.optimizer(0).zero_grad()
         for _, index, loss in further:
             total = total + loss
             self.optimizer(index).zero_grad()
         self.manual_backward(total)
+        return self._finish_actor_step(actor_loss, further)
+
+    def _finish_actor_step(self, actor_loss: torch.Tensor,
+                           further: list[tuple[str, int, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Step the actor (gradients already in place), move the targets, step the further terms' optimizers."""
+        actor_optimizer = self.optimizer(0)
         if self.max_grad_norm is not None:
-            self.clip_gradient_norm(critic_optimizer, self.max_grad_norm)
-        critic_optimizer.step()
-        losses = {"loss/critic": critic_loss.detach()}
-        if update_actor:
-            if self.max_grad_norm is not None:
-                self.clip_gradient_norm(actor_optimizer, self.max_grad_norm)
-            actor_optimizer.step()
-            losses["loss/actor"] = actor_loss.detach()
-            # Targets move with the actor (TD3's delayed target updates; every step for DDPG).
-            self.target_updater.step()
-            for metric, index, loss in further:
-                self.optimizer(index).step()
-                losses[metric] = loss.detach()
-        self.gradient_steps += 1
+            self.clip_gradient_norm(actor_optimizer, self.max_grad_norm)
+        actor_optimizer.step()
+        # Targets move with the actor (TD3's delayed target updates; every step for DDPG).
+        self.target_updater.step()
+        losses = {"loss/actor": actor_loss.detach()}
+        for metric, index, loss in further:
+            self.optimizer(index).step()
+            losses[metric] = loss.detach()
         return losses
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

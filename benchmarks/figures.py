@@ -3,6 +3,7 @@
     python benchmarks/figures.py                      # writes results.md and PNGs to build/benchmark_figures/
     python benchmarks/figures.py --out site_figures   # elsewhere
     python benchmarks/figures.py --curve atari100k_mspacman_precision docs/images/mspacman_curve.png  # one file's curve
+    python benchmarks/figures.py --curve atari100k_mspacman_precision mspacman.png --groups bf16      # its bf16 runs only
 
 Each ``*.jsonl`` file under ``benchmarks/results/`` becomes one section: a learning-curve figure
 (mean evaluation return over seeds against real env frames, 95% percentile-bootstrap band), an
@@ -62,6 +63,7 @@ class Group:
     budget: float | None = None
     short: list[str] = field(default_factory=list)
     x_unit: str = "real environment frames"
+    y_unit: str = "eval/return_mean"
 
     def settle_finals(self) -> None:
         """Each seed's return at the group's budget: the largest frame count more than half of its runs reached.
@@ -174,6 +176,7 @@ def read_groups(path: Path) -> tuple[list[Group], int]:
         group = groups.setdefault(run.label, Group(run.label))
         if "agent_steps" in record:  # Atari records count agent steps (frame_skip emulator frames each)
             group.x_unit = "agent steps"
+            group.y_unit = "game score (raw, all lives)"
         group.seeds.append(int(run.seed if run.seed is not None else len(group.seeds)))
         threshold = record.get("solve_threshold", record.get("threshold"))
         if len(curve):
@@ -256,8 +259,9 @@ def curve_figure(groups: list[Group], title: str) -> plt.Figure | None:
             curves.append(Curve(f"{group.label} ({len(group.curves)} seeds)", grid, mean, low, high))
     if not curves:
         return None
-    figure = line_figure(curves, f"{title}: evaluation return, mean and 95% bootstrap band",
-                         groups[0].x_unit, "eval/return_mean")
+    figure = line_figure(curves, f"{title}: evaluation, mean over seeds and 95% bootstrap band",
+                         groups[0].x_unit, groups[0].y_unit)
+    figure.axes[0].title.set_fontsize("medium")  # long record names must fit the figure's width
     threshold = next((g.threshold for g in groups if g.threshold is not None), None)
     if threshold is not None:
         figure.axes[0].axhline(threshold, color="grey", linestyle=":", linewidth=1)
@@ -359,6 +363,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build/benchmark_figures"))
     parser.add_argument("--curve", nargs=2, metavar=("RECORDS", "PNG"),
                         help="only draw the learning curve of RECORDS (a file name under --results, without .jsonl) into PNG")
+    parser.add_argument("--groups", nargs="+", metavar="LABEL",
+                        help="with --curve: draw only these groups (labels as in the legend, without the seed count)")
     args = parser.parse_args()
     if args.curve:
         name, png = args.curve
@@ -367,6 +373,12 @@ def main() -> None:
             known = ", ".join(sorted(path.stem for path in args.results.glob("*.jsonl")))
             parser.error(f"--curve {name}: no {records}; records here: {known}")
         groups, _ = read_groups(records)
+        if args.groups:
+            labels = [group.label for group in groups]
+            missing = [label for label in args.groups if label not in labels]
+            if missing:
+                parser.error(f"--groups {' '.join(missing)}: not in {records.name}; its groups: {', '.join(labels)}")
+            groups = [group for group in groups if group.label in args.groups]
         figure = curve_figure(groups, name)
         if figure is None:
             parser.error(f"--curve {name}: no learning curve in {args.results / name}.jsonl")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -69,3 +70,24 @@ def test_a_runs_curve_line_replaces_its_points_and_the_newest_run_of_a_seed_coun
     assert bf16.seeds == [0] and bf16.finals == [900.0]
     np.testing.assert_array_equal(bf16.curves[0], [[5, 500.0], [10, 900.0]])
     assert by_label["agent"].finals == [300.0] and by_label["agent --model.n_step 3"].finals == [310.0]
+
+
+def test_curve_draws_only_the_chosen_groups_and_names_the_known_ones(tmp_path: Path, monkeypatch, capsys) -> None:
+    records = [_atari_point("bf16", 0, 5, 500.0, "a"), _atari_point("bf16", 0, 10, 900.0, "a"),
+               _atari_point("agent", 0, 5, 300.0, "b"), _atari_point("agent", 0, 10, 350.0, "b")]
+    _write(tmp_path / "atari.jsonl", records)
+    drawn: list[list[str]] = []
+    curve_figure = figures.curve_figure
+    monkeypatch.setattr(figures, "curve_figure",
+                        lambda groups, title: (drawn.append([g.label for g in groups]), curve_figure(groups, title))[1])
+    png = tmp_path / "curve.png"
+    monkeypatch.setattr(sys, "argv", ["figures.py", "--results", str(tmp_path), "--curve", "atari", str(png),
+                                      "--groups", "bf16"])
+    figures.main()
+    assert drawn == [["bf16"]] and png.stat().st_size > 0
+    monkeypatch.setattr(sys, "argv", ["figures.py", "--results", str(tmp_path), "--curve", "atari", str(png),
+                                      "--groups", "c51"])
+    with pytest.raises(SystemExit) as stop:
+        figures.main()
+    assert stop.value.code == 2
+    assert "--groups c51: not in atari.jsonl; its groups: bf16, agent" in capsys.readouterr().err

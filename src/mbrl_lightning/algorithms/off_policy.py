@@ -73,7 +73,7 @@ class OffPolicyActorCritic(ReplayLearner):
         critic_first: step the critics before the actor's loss is computed, so the actor climbs the
             critics of this step (Stable-Baselines3's and the TD3 paper's order; two backward passes).
             False computes every term from the same parameters and shares one backward pass
-            (TorchRL's examples and the SAC paper's softlearning code).
+            (as TorchRL's SACLoss computes its terms in one call).
         exploration: ``gaussian`` (independent noise) or ``ou`` (Ornstein-Uhlenbeck, temporally correlated).
         noise_init: noise scale at the start (Gaussian sigma, or the OU process's scale factor).
         noise_end: noise scale after ``noise_anneal_frames``.

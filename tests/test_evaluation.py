@@ -5,6 +5,7 @@ from __future__ import annotations
 import runpy
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import mlflow
@@ -16,6 +17,7 @@ from tensordict import TensorDict
 from torchrl.envs import ExplorationType, set_exploration_type
 from torchrl.envs.utils import RandomPolicy
 
+from mbrl_lightning.callbacks.plots import FIGURES, frame_axis_label
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.evaluation import record_episode
 from mbrl_lightning.tracking import tracking_uri
@@ -122,3 +124,11 @@ def test_atari_episode_renders_headless() -> None:
     episode = record_episode(factory, policy, seed=0, max_steps=20)
     assert len(episode.frames) == episode.length == 20
     assert episode.frames[0].shape == (210, 160, 3) and episode.frames[0].std() > 0
+
+
+def test_training_figures_count_agent_steps_where_the_budget_does() -> None:
+    label = FIGURES["score_per_iteration"][1]
+    atari, cartpole = SimpleNamespace(env=SimpleNamespace(frame_skip=4)), SimpleNamespace(env=SimpleNamespace())
+    assert frame_axis_label(label, atari) == "agent steps (4 emulator frames each)"
+    assert frame_axis_label(label, cartpole) == "real environment frames"
+    assert frame_axis_label(FIGURES["score_per_episode"][1], atari) == "training episodes (count)"

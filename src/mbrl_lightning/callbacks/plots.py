@@ -8,6 +8,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import MLFlowLogger
 
 from mbrl_lightning import plots
+from mbrl_lightning.callbacks.progress import progress_unit
 from mbrl_lightning.tracking.history import run_curves
 from mbrl_lightning.tracking.store import flush_metrics
 
@@ -18,6 +19,13 @@ FIGURES = {
     "score_per_iteration": ("Score per iteration", "real environment frames", "episode return (sum of rewards)"),
     "real_vs_imagined_frames": ("Real vs imagined frames", "real environment frames", "transitions generated (cumulative)"),
 }
+
+
+def frame_axis_label(label: str, module: LightningModule) -> str:
+    """``label``, or, where the module's budget counts agent steps (Atari), the agent steps its "frames" are."""
+    if label == "real environment frames" and progress_unit(module) == "agent steps":
+        return f"agent steps ({module.env.frame_skip} emulator frames each)"
+    return label
 
 
 class TrainingPlots(Callback):
@@ -59,6 +67,7 @@ class TrainingPlots(Callback):
             if not curves:
                 continue
             title, xlabel, ylabel = FIGURES[name]
+            xlabel = frame_axis_label(xlabel, trainer.lightning_module)
             figure = plots.line_figure(curves, title, xlabel, ylabel, engineering_x=name != "score_per_episode")
             artifact = f"{ARTIFACT_DIR}/{name}.png"
             client.log_figure(logger.run_id, figure, artifact)

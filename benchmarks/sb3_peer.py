@@ -66,9 +66,8 @@ def run_peer(env: str, env_id: str, seed: int, budgets: list[int], eval_every: i
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
-    # One thread, as fit.py trains (--torch_threads 1): with torch's default of one per core, the
-    # peer's OpenMP threads wait for cores that the benchmark's other runs hold, and it slows
-    # several-fold next to them.
+    # One thread, as fit.py trains (--torch_threads 1) and the benchmark protocol asks: with torch's
+    # default of one per core, the peer's OpenMP threads would wait for cores the other runs hold.
     torch.set_num_threads(1)
     model_path, buffer_path = peer_paths(env, seed)
     factory = EnvFactory(env_id)  # also registers the pybullet suite with gymnasium

@@ -317,11 +317,7 @@ class OffPolicyActorCritic(ReplayLearner):
         further = self.further_actor_step_losses() if update_actor else []
         # The actor term reads the critic through detached parameters, so one backward pass
         # serves both networks without the actor's gradient leaking into the critic.
-        total = critic_loss if actor_loss is None else critic_loss + actor_loss
-        self.optimizer(0).zero_grad()
-        for _, index, loss in further:
-            total = total + loss
-            self.optimizer(index).zero_grad()
+        total = critic_loss if actor_loss is None else critic_loss + self._actor_side_total(actor_loss, further)
         losses = self._critic_step(critic_loss, backward=total)
         if update_actor:
             losses.update(self._finish_actor_step(actor_loss, further))
@@ -341,13 +337,17 @@ class OffPolicyActorCritic(ReplayLearner):
         """The actor term on the critics as they are now and its further terms, one backward pass, then their steps."""
         actor_loss = self._terms(sample, critic=False, actor=True)[1]
         further = self.further_actor_step_losses()
-        total = actor_loss
+        self.manual_backward(self._actor_side_total(actor_loss, further))
+        return self._finish_actor_step(actor_loss, further)
+
+    def _actor_side_total(self, actor_loss: torch.Tensor, further: list[tuple[str, int, torch.Tensor]]) -> torch.Tensor:
+        """The actor term plus its further terms, with the gradients of their optimizers zeroed for the backward pass."""
         self.optimizer(0).zero_grad()
+        total = actor_loss
         for _, index, loss in further:
             total = total + loss
             self.optimizer(index).zero_grad()
-        self.manual_backward(total)
-        return self._finish_actor_step(actor_loss, further)
+        return total
 
     def _finish_actor_step(self, actor_loss: torch.Tensor,
                            further: list[tuple[str, int, torch.Tensor]]) -> dict[str, torch.Tensor]:

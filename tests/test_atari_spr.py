@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from conftest import fit_args, run_fit
 from tensordict import TensorDict
 from torch import nn
+from torchrl.modules import NoisyLinear
 
 from mbrl_lightning.data.nstep_frame_replay import NStepFrameReplay
 from mbrl_lightning.data.priorities import ReplayPriorities
@@ -210,6 +212,21 @@ def test_resumed_spr_run_continues_exactly(precision: str) -> None:
     # Weights (encoder, heads and their noise, latent model), target network and priorities: all identical.
     for name, value in straight.items():
         assert torch.equal(value, resumed[name]), name
+
+
+@pytest.mark.parametrize("atoms", ["1", "51"])
+def test_noisy_layers_learn_their_noise_scales_through_the_td_loss(atoms: str) -> None:
+    """TorchRL's losses run deterministic by default, which would leave every sigma at its initial value."""
+    cli = run_fit(*fit_args("pacman.yaml", *SPR_TINY, "--model.total_frames", "16", "--model.atoms", atoms,
+                            "--checkpoint.every_n_frames", "1000"))
+    noisy = [m for m in cli.model.q_network.modules() if isinstance(m, NoisyLinear)]
+    assert len(noisy) == 4  # both layers of both streams
+    for layer in noisy:
+        initial = copy.deepcopy(layer)
+        initial.reset_parameters()  # the sigmas start as constants (sigma_0 / sqrt(fan)), whatever the seed
+        # Eight gradient steps must have moved every noise scale.
+        assert not torch.equal(layer.weight_sigma, initial.weight_sigma)
+        assert not torch.equal(layer.bias_sigma, initial.bias_sigma)
 
 
 FAULT_PROBE = """

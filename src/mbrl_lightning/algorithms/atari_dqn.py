@@ -147,8 +147,15 @@ class AtariDQN(ModelBased, DQN):
     def make_loss(self, loss_function: str, double_dqn: bool, gamma: float) -> LossModule:
         """DQN's loss, or with ``atoms`` > 1 TorchRL's C51 loss (n-step discounts from ``steps_to_next_obs``)."""
         if self.atoms == 1:
-            return super().make_loss(loss_function, double_dqn, gamma)
-        return DistributionalDQNLoss(self.q_actor, gamma=gamma, delay_value=True)
+            loss = super().make_loss(loss_function, double_dqn, gamma)
+        else:
+            loss = DistributionalDQNLoss(self.q_actor, gamma=gamma, delay_value=True)
+        # TorchRL runs a loss's forward under its deterministic_sampling_mode (DETERMINISTIC by default),
+        # which turns noisy layers off: the TD loss would train their means alone and the noise scales
+        # would never learn. NoisyNet (Fortunato et al. 2018), Rainbow and SPR learn them through the
+        # loss, so the loss runs with the noise the step drew.
+        loss.deterministic_sampling_mode = ExplorationType.RANDOM
+        return loss
 
     def action_values(self, observation: torch.Tensor) -> torch.Tensor:
         """Each action's expected return ``[..., num_actions]`` (its distribution's mean with ``atoms`` > 1)."""

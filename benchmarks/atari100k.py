@@ -48,6 +48,8 @@ AGENTS = {
     "c51": ["--model.atoms", "51", "--trainer.precision", "bf16-mixed"],  # SPR's distributional head
     # SPR's head and its intensity jitter after the shift: conf/atari100k.yaml's agent at pacman.yaml's K=2.
     "c51_intensity": ["--model.atoms", "51", "--model.augmentation", "shift_intensity", "--trainer.precision", "bf16-mixed"],
+    # SR-SPR's resets (D'Oro et al. 2023) every 40k gradient steps, which at one step per agent step is one reset, at 40k.
+    "resets": ["--model.reset_every_frames", "40000", "--trainer.precision", "bf16-mixed"],
 }
 
 

@@ -200,9 +200,15 @@ def _agent_state(cli) -> dict[str, torch.Tensor]:
     return state
 
 
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16: pacman.yaml's precision
-def test_resumed_spr_run_continues_exactly(precision: str) -> None:
-    tiny = (*SPR_TINY, "--trainer.precision", precision)
+# bf16: pacman.yaml's precision; resets: one falls due at frame 16, where the first part ends, and
+# the resumed part must not reset again.
+RESETS = ("--model.reset_every_frames", "16", "--model.resets_until_frames", "32")
+
+
+@pytest.mark.parametrize(("precision", "extra"), [("32-true", ()), ("bf16-mixed", ()), ("32-true", RESETS)],
+                         ids=["32-true", "bf16-mixed", "resets"])
+def test_resumed_spr_run_continues_exactly(precision: str, extra: tuple[str, ...]) -> None:
+    tiny = (*SPR_TINY, "--trainer.precision", precision, *extra)
     straight = _agent_state(run_fit(*fit_args("pacman.yaml", *tiny, "--checkpoint.every_n_frames", "1000")))
     run_fit(*fit_args("pacman.yaml", *tiny, "--model.total_frames", "16", "--checkpoint.every_n_frames", "16"))
     resumed_cli = run_fit(*fit_args("pacman.yaml", *tiny, "--ckpt_path", "last", "--checkpoint.every_n_frames", "1000"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -11,6 +12,7 @@ from tensordict import TensorDictBase
 from mbrl_lightning.algorithms.atari_dqn import AtariDQN
 from mbrl_lightning.algorithms.base import Metrics
 from mbrl_lightning.algorithms.hard_update import EveryNHardUpdate
+from mbrl_lightning.algorithms.resets import ResetSchedule, reinitialise_, shrink_and_perturb_
 from mbrl_lightning.allocator import retain_freed_memory
 from mbrl_lightning.data.nstep_frame_replay import NStepFrameReplay, OneStepView
 from mbrl_lightning.envs.atari import AtariEnvFactory
@@ -53,6 +55,10 @@ class AtariSPR(AtariDQN):
       added (times the weight) to the TD loss of the same step, through the shared encoder;
     - ``entropy_beta`` / ``curiosity_beta``: seed 004's bonuses, computed by the latent model (one
       batched pass over all actions per collected batch), squashed as in :class:`AtariDQN`;
+    - ``reset_every_frames`` / ``resets_until_frames`` / ``reset_shrink`` / ``reset_perturb``: SR-SPR's
+      resets (D'Oro et al. 2023): the Q head and the latent model's projection and prediction head
+      drawn afresh (their Adam moments forgotten), the encoder and the transition model shrunk and
+      perturbed towards a fresh draw; off at 0;
     - ``adam_eps``, and DQN's ``double_dqn``, ``target_tau`` / ``target_update_interval``,
       ``updates_per_batch`` (the replay ratio) and the q_net's ``dueling`` / ``noisy``.
 
@@ -73,6 +79,10 @@ class AtariSPR(AtariDQN):
         adam_eps: Adam's epsilon (SPR and DER: 1.5e-4).
         entropy_beta: weight of latent imagination entropy (0: off).
         curiosity_beta: weight of latent forward-model curiosity (0: off).
+        reset_every_frames: agent steps between resets (0: none; SR-SPR: 40,000 gradient steps).
+        resets_until_frames: no reset that leaves less than ``reset_every_frames`` before this (SR-SPR: 100k).
+        reset_shrink: weight of the current encoder and transition weights in a reset (SR-SPR: 0.8).
+        reset_perturb: weight of a fresh draw of them (SR-SPR: 0.2).
         **kwargs: :class:`AtariDQN` settings.
     """
 
@@ -91,6 +101,10 @@ class AtariSPR(AtariDQN):
         adam_eps: float = 1.5e-4,
         entropy_beta: float = 0.0,
         curiosity_beta: float = 0.0,
+        reset_every_frames: int = 0,
+        resets_until_frames: int = 100_000,
+        reset_shrink: float = 0.8,
+        reset_perturb: float = 0.2,
         **kwargs: Any,
     ) -> None:
         # The pixel model is built only for an explicit model_learning block: the bonuses are latent here.
@@ -106,6 +120,10 @@ class AtariSPR(AtariDQN):
                 "model.latent_model", None, "is needed by self_prediction_weight, entropy_beta and curiosity_beta; set them to 0")
         require(0 <= importance_exponent_init <= importance_exponent_end, "model.importance_exponent_end",
                 importance_exponent_end, f"must be at least model.importance_exponent_init={importance_exponent_init}")
+        for key, value in (("model.reset_shrink", reset_shrink), ("model.reset_perturb", reset_perturb)):
+            require(0.0 <= value <= 1.0, key, value, "must lie in [0, 1]")
+        self.resets = ResetSchedule(reset_every_frames, resets_until_frames)
+        self.reset_mix = (reset_shrink, reset_perturb)
         self.entropy_beta = entropy_beta
         self.curiosity_beta = curiosity_beta
         self.self_prediction_weight = self_prediction_weight
@@ -180,7 +198,9 @@ class AtariSPR(AtariDQN):
 
     # ----------------------------------------------------------------- learning
     def update(self, batch: TensorDictBase) -> Metrics:
-        """Anneal the importance exponent with the frames spent, then the AtariDQN update."""
+        """Reset when due, anneal the importance exponent with the frames spent, then the AtariDQN update."""
+        if self.learning_started() and self.resets.due(self.frames):
+            self.reset_networks()
         priorities = self.replay_buffer.priorities
         if priorities is not None:
             start, end = self.importance_exponents
@@ -188,7 +208,28 @@ class AtariSPR(AtariDQN):
         metrics = super().update(batch)
         if priorities is not None:
             metrics["train/importance_exponent"] = priorities.beta
+        if self.resets.every:
+            metrics["train/resets"] = float(self.resets.done)
         return metrics
+
+    def reset_networks(self) -> None:
+        """SR-SPR's reset: fresh Q head, projection and prediction head; encoder and transition shrunk and perturbed."""
+        optimizer = self.optimizer(0)
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside Lightning's wrapper
+        network, shrink_perturb = self.q_network, [self.q_network.features]
+        fresh = list(network.head)
+        if self.latent_model is not None:
+            shrink_perturb.append(self.latent_model.transition)
+            fresh += [self.latent_model.projection, self.latent_model.prediction]
+        shrink_and_perturb_(shrink_perturb, *self.reset_mix)
+        reinitialise_(fresh, optimizer)
+        # The targets start from the reset network, as BBF resets its target with the online one
+        # (init_ copies them; its warning is for a second initialisation by mistake, this is on purpose).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Updated already initialized")
+            self.target_updater.init_()
+        if self.latent_model is not None:
+            self.latent_model.copy_to_target()
 
     def losses(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
         """The (importance-weighted) TD loss and ``self_prediction_weight`` times the self-prediction loss."""
@@ -229,4 +270,6 @@ class AtariSPR(AtariDQN):
         parts = super().checkpointed_state()
         if self.replay_buffer.priorities is not None:
             parts["priorities"] = self.replay_buffer.priorities
+        if self.resets.every:  # only then: older checkpoints have no schedule to restore
+            parts["resets"] = self.resets
         return parts

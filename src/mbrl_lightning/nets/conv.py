@@ -61,6 +61,13 @@ class AtariQNet(nn.Module):
         return self.network.features if isinstance(self.network, DuelingCnnDQNet) else self.network[0]
 
     @property
+    def head(self) -> list[nn.Module]:
+        """The layers after the torso: the value and advantage streams, or the one Q head."""
+        if isinstance(self.network, DuelingCnnDQNet):
+            return [self.network.value, self.network.advantage]
+        return [self.network[1]]
+
+    @property
     def last_conv(self) -> nn.Conv2d:
         """The last convolution of the torso."""
         return [m for m in self.features.modules() if isinstance(m, nn.Conv2d)][-1]

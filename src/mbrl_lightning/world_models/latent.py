@@ -109,6 +109,14 @@ class LatentTransitionModel(DynamicsModel):
         for target, online in ((self.target_encoder, self._encoder[0]), (self.target_projection, self.projection)):
             torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), 1.0 - self.target_momentum)
 
+    @torch.no_grad()
+    def copy_to_target(self) -> None:
+        """Make the target encoder and projection the online ones again (after a reset; nothing at momentum 0)."""
+        if self.target_encoder is None:
+            return
+        self.target_encoder.load_state_dict(self._encoder[0].state_dict())
+        self.target_projection.load_state_dict(self.projection.state_dict())
+
     # ----------------------------------------------------------------- self-prediction
     def prediction_errors(self, latent: torch.Tensor, transitions: TensorDictBase) -> torch.Tensor:
         """``sum_k mask_k (1 - cos(predicted_k, target_k))`` per sample, ``[batch]``, from the online ``latent``.

@@ -235,6 +235,20 @@ def test_noisy_layers_learn_their_noise_scales_through_the_td_loss(atoms: str) -
         assert not torch.equal(layer.bias_sigma, initial.bias_sigma)
 
 
+
+def test_the_target_network_draws_fresh_noise_at_every_step() -> None:
+    """Its noise buffers are its own (target updates copy parameters only): left alone they keep their first draw."""
+    def target_noise(frames: str) -> dict:
+        cli = run_fit(*fit_args("pacman.yaml", *SPR_TINY, "--model.total_frames", frames, "--checkpoint.every_n_frames", "1000"))
+        target = cli.model.loss_module.target_value_network_params
+        return {key: target.get(key).clone() for key in target.keys(True, True) if key[-1].endswith("epsilon")}
+
+    after_8_steps, after_16_steps = target_noise("16"), target_noise("24")
+    assert len(after_8_steps) == 8
+    for key, noise in after_8_steps.items():
+        assert not torch.equal(noise, after_16_steps[key]), key
+
+
 FAULT_PROBE = """
 import ctypes, resource, sys
 libc = ctypes.CDLL(None)

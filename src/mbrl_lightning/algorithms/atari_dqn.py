@@ -23,6 +23,7 @@ from mbrl_lightning.data.replay import StorageKind
 from mbrl_lightning.envs.atari import AtariEnvFactory
 from mbrl_lightning.errors import require
 from mbrl_lightning.nets.conv import AtariQNet, scale_frames
+from mbrl_lightning.nets.noisy import resample_noise_in
 from mbrl_lightning.world_models.conv import ConvWorldModel
 from mbrl_lightning.world_models.learner import WorldModelLearner
 from mbrl_lightning.world_models.normalization import RunningNormalizer
@@ -253,9 +254,12 @@ class AtariDQN(ModelBased, DQN):
     def replay_batches(self, count: int) -> Iterator[TensorDictBase]:
         """Replayed transitions with the bonus added to the reward; fresh noise for noisy heads."""
         reset_noise = getattr(self.q_network, "reset_noise", None)
+        target = getattr(self.loss_module, "target_value_network_params", None)
         for _ in range(count):
             if reset_noise is not None:
                 reset_noise()
+                if target is not None:
+                    resample_noise_in(target)  # the target network's own noise (Rainbow)
             transitions = self.replay_buffer.sample(self.batch_size).to(self.device)
             if ("next", "bonus") in transitions.keys(True):
                 transitions["next", "reward"] = transitions["next", "reward"] + transitions["next", "bonus"]

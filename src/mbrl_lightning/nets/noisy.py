@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDictBase
 from torchrl.modules import NoisyLinear
 from torchrl.modules.models.exploration import NoisyLazyLinear
 from torchrl.modules.models.utils import LazyMapping
@@ -66,3 +67,30 @@ class CachedNoisyLazyLinear(NoisyLazyLinear, CachedNoisyLinear):
 
 # TorchRL's MLP looks up the lazy version of its layer class here when the input width is unknown.
 LazyMapping.setdefault(CachedNoisyLinear, CachedNoisyLazyLinear)
+
+
+@torch.no_grad()
+def resample_noise_in(params: TensorDictBase) -> None:
+    """Draw fresh factorized noise into the ``weight_epsilon`` / ``bias_epsilon`` buffers held in ``params``.
+
+    For a loss's target network: its parameters are a TensorDict of their own whose noise buffers
+    the layers' :meth:`~CachedNoisyLinear.reset_noise` never reaches and target updates do not copy,
+    so without this they keep their first draw for the whole run. Rainbow's target network draws
+    its own noise at every step. The draws are TorchRL's (``sign(x) * sqrt(|x|)`` of normal samples).
+    """
+    keys = list(params.keys(True, True))
+    for key in keys:
+        if not isinstance(key, tuple) or key[-1] != "weight_epsilon":
+            continue
+        weight = params.get(key)
+        epsilon_out, epsilon_in = (_scaled_normal(n, weight.device) for n in weight.shape)
+        torch.outer(epsilon_out, epsilon_in, out=weight)
+        bias_key = (*key[:-1], "bias_epsilon")
+        if bias_key in keys:
+            params.get(bias_key).copy_(epsilon_out)
+
+
+def _scaled_normal(size: int, device: torch.device) -> torch.Tensor:
+    """``sign(x) * sqrt(|x|)`` of ``size`` standard normal draws (factorized Gaussian noise, Fortunato et al. 2018)."""
+    x = torch.randn(size, device=device)
+    return x.sign().mul_(x.abs().sqrt_())

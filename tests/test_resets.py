@@ -22,6 +22,10 @@ def test_resets_fall_due_every_interval_while_a_whole_interval_is_left() -> None
     resumed.load_state_dict(ResetSchedule(every=20, until=100).state_dict() | {"done": 2})
     assert [frames for frames in range(44, 121, 4) if resumed.due(frames)] == [60, 80]
     assert not any(ResetSchedule(every=0, until=100).due(frames) for frames in range(200))
+    # A checkpoint written before resets were switched on: those that fell due by then count as done.
+    late = ResetSchedule(every=20, until=100)
+    late.state_missing({"frames": 44})
+    assert [frames for frames in range(48, 121, 4) if late.due(frames)] == [60, 80]
 
 
 def test_shrink_and_perturb_mixes_the_weights_with_a_fresh_draw() -> None:
@@ -76,6 +80,21 @@ def test_spr_reset_draws_fresh_heads_and_restarts_the_target_from_the_online_net
             assert torch.equal(target[key], value), key
 
 
+
+def test_a_reset_draws_the_same_weights_whatever_the_global_random_state() -> None:
+    """So DDP ranks, each seeded apart, reset to the same network."""
+    model = run_fit(*fit_args("pacman.yaml", *SPR_TINY, "--model.total_frames", "16", "--checkpoint.every_n_frames", "1000")).model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    draws = []
+    for global_seed in (1, 2):
+        model.load_state_dict(before)
+        torch.manual_seed(global_seed)
+        model.reset_networks()
+        draws.append({k: v.clone() for k, v in model.state_dict().items()})
+    changed = [k for k in before if not torch.equal(before[k], draws[0][k])]
+    assert changed and all(torch.equal(draws[0][k], draws[1][k]) for k in before)
+
+
 def test_bad_reset_settings_are_one_line_errors() -> None:
     with pytest.raises(ConfigurationError, match=r"model.reset_every_frames=-1: must be 0"):
         ResetSchedule(every=-1, until=100)
@@ -85,6 +104,7 @@ def test_bad_reset_settings_are_one_line_errors() -> None:
 @pytest.mark.parametrize(("override", "expected"), [
     (["--model.reset_shrink", "1.5"], "model.reset_shrink=1.5: must lie in [0, 1]."),
     (["--model.reset_every_frames", "-5"], "model.reset_every_frames=-5: must be 0 (no resets)"),
+    (["--model.reset_every_frames", "1000"], "model.reset_every_frames=1000: must be 0 or more than model.learning_starts=2000"),
 ])
 def test_bad_reset_keys_are_refused_with_one_line(override: list[str], expected: str, capsys) -> None:
     code = main(["--config", str(CONF_DIR / "pacman.yaml"), *override])

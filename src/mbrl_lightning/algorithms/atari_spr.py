@@ -123,6 +123,11 @@ class AtariSPR(AtariDQN):
         for key, value in (("model.reset_shrink", reset_shrink), ("model.reset_perturb", reset_perturb)):
             require(0.0 <= value <= 1.0, key, value, "must lie in [0, 1]")
         self.resets = ResetSchedule(reset_every_frames, resets_until_frames)
+        require(not reset_every_frames or reset_every_frames > self.learning_starts, "model.reset_every_frames",
+                reset_every_frames, f"must be 0 or more than model.learning_starts={self.learning_starts}")
+        require(not reset_every_frames or all(hasattr(self.q_network, part) for part in ("features", "head")),
+                "model.reset_every_frames", reset_every_frames,
+                "needs a q_net with a 'features' torso and a 'head' (such as AtariQNet); set it to 0")
         self.reset_mix = (reset_shrink, reset_perturb)
         self.entropy_beta = entropy_beta
         self.curiosity_beta = curiosity_beta
@@ -197,10 +202,14 @@ class AtariSPR(AtariDQN):
         return sample, {}
 
     # ----------------------------------------------------------------- learning
-    def update(self, batch: TensorDictBase) -> Metrics:
-        """Reset when due, anneal the importance exponent with the frames spent, then the AtariDQN update."""
-        if self.learning_started() and self.resets.due(self.frames):
+    def before_updates(self, batch: TensorDictBase) -> Metrics:
+        """Reset when due (learning has started and the batch is stored), then the base's work."""
+        if self.resets.due(self.frames):
             self.reset_networks()
+        return super().before_updates(batch)
+
+    def update(self, batch: TensorDictBase) -> Metrics:
+        """Anneal the importance exponent with the frames spent, then the AtariDQN update."""
         priorities = self.replay_buffer.priorities
         if priorities is not None:
             start, end = self.importance_exponents
@@ -213,7 +222,17 @@ class AtariSPR(AtariDQN):
         return metrics
 
     def reset_networks(self) -> None:
-        """SR-SPR's reset: fresh Q head, projection and prediction head; encoder and transition shrunk and perturbed."""
+        """SR-SPR's reset: fresh Q head, projection and prediction head; encoder and transition shrunk and perturbed.
+
+        The fresh draws come from a generator seeded by the run's seed and the reset's number, so
+        every DDP rank (each with its own torch seed) draws the same weights and the replicas stay equal.
+        """
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed * 1_000_003 + self.resets.done)
+            self._reset_networks()
+
+    def _reset_networks(self) -> None:
+        """The reset itself, under the caller's random state."""
         optimizer = self.optimizer(0)
         optimizer = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside Lightning's wrapper
         network, shrink_perturb = self.q_network, [self.q_network.features]

@@ -390,6 +390,9 @@ class RLModule(RankAgreement, LightningModule, ABC):
         for name, buffer in self.checkpointed_buffers().items():
             buffer.load_state_dict(extras["buffers"][name])
         for name, part in self.checkpointed_state().items():
+            if name not in extras["state"] and hasattr(part, "state_missing"):
+                part.state_missing(extras)  # a part switched on after the checkpoint was written
+                continue
             part.load_state_dict(extras["state"][name])
         # Older checkpoints have no in-flight episodes: the resumed run starts new ones.
         self._episodes_to_continue = extras.get("episodes_in_flight", {})

@@ -72,14 +72,13 @@ class ResetSchedule:
         return index * self.every
 
     def due(self, frames: int) -> bool:
-        """Whether the next reset falls due at ``frames``; counts it as done when it does."""
+        """Whether a reset is to happen at ``frames``; one that falls due is counted as done even when skipped."""
         if not self.every:
             return False
-        upcoming = self.frames_of(self.done + 1)
-        if frames < upcoming or upcoming + self.every > self.until:
+        if frames < self.frames_of(self.done + 1):
             return False
         self.done = frames // self.every
-        return True
+        return frames + self.every <= self.until
 
     def state_dict(self) -> dict[str, int]:
         """The resets done so far."""
@@ -88,3 +87,7 @@ class ResetSchedule:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore the resets done so far."""
         self.done = int(state["done"])
+
+    def state_missing(self, extras: dict) -> None:
+        """A checkpoint from before resets were on: the resets that fell due by its frame count as done."""
+        self.done = int(extras["frames"]) // self.every if self.every else 0

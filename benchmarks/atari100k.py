@@ -50,6 +50,10 @@ AGENTS = {
     "c51_intensity": ["--model.atoms", "51", "--model.augmentation", "shift_intensity", "--trainer.precision", "bf16-mixed"],
     # SR-SPR's resets (D'Oro et al. 2023) every 40k gradient steps, which at one step per agent step is one reset, at 40k.
     "resets": ["--model.reset_every_frames", "40000", "--trainer.precision", "bf16-mixed"],
+    # Dopamine's warm-up for DER, SPR and BBF (conf/atari100k.yaml's): random actions for learning_starts steps, then
+    # epsilon from 1 to 0 over 2,001 steps.
+    "random_warmup": ["--model.warmup", "uniform", "--model.eps_init", "1.0", "--model.eps_end", "0.0",
+                      "--model.eps_anneal_frames", "2001", "--trainer.precision", "bf16-mixed"],
 }
 
 

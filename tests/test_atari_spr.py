@@ -249,6 +249,23 @@ def test_the_target_network_draws_fresh_noise_at_every_step() -> None:
         assert not torch.equal(noise, after_16_steps[key]), key
 
 
+def test_uniform_warm_up_acts_at_random_and_starts_epsilon_decay_when_learning_starts() -> None:
+    """Dopamine's schedule for DER, SPR and BBF: random actions until learning starts, then epsilon decays from 1."""
+    warm = ("--model.warmup", "uniform", "--model.eps_init", "1.0", "--model.eps_end", "0.0",
+            "--model.eps_anneal_frames", "16", "--model.total_frames", "16", "--checkpoint.every_n_frames", "1000")
+    model = run_fit(*fit_args("pacman.yaml", *SPR_TINY, *warm)).model
+    # Learning starts with the first batch (8 frames); only the second batch's 8 frames are annealed.
+    assert model.epsilon == pytest.approx(0.5) and not bool(model.warmup_policy.warming_up)
+    from_the_start = run_fit(*fit_args("pacman.yaml", *SPR_TINY, *warm[2:])).model
+    assert from_the_start.epsilon == pytest.approx(0.0) and from_the_start.warmup_policy is None
+    # With epsilon 0, the warm-up's actions are still uniform draws: the untrained noisy policy's are not.
+    greedy = ("--model.warmup", "uniform", "--model.eps_init", "0.0", "--model.eps_end", "0.0",
+              "--model.total_frames", "8", "--model.learning_starts", "100", "--checkpoint.every_n_frames", "1000")
+    actions = run_fit(*fit_args("pacman.yaml", *SPR_TINY, *greedy)).model.replay_buffer.gather(
+        torch.arange(4).repeat(2), torch.arange(2).repeat_interleave(4))["action"].argmax(-1)
+    assert len(actions.unique()) >= 3
+
+
 FAULT_PROBE = """
 import ctypes, resource, sys
 libc = ctypes.CDLL(None)

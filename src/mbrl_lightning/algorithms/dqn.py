@@ -15,6 +15,7 @@ from torchrl.objectives import DQNLoss, LossModule, SoftUpdate, ValueEstimators
 from mbrl_lightning.algorithms.base import Metrics
 from mbrl_lightning.algorithms.hard_update import EveryNHardUpdate
 from mbrl_lightning.algorithms.replay_learner import ReplayLearner
+from mbrl_lightning.algorithms.uniform_warmup import UniformWarmup
 from mbrl_lightning.data.replay import StorageKind
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import ConfigurationError, require
@@ -46,7 +47,11 @@ class DQN(ReplayLearner):
         target_tau: when set, Polyak-average the target net with this rate every step instead.
         eps_init: initial exploration rate.
         eps_end: final exploration rate.
-        eps_anneal_frames: env frames over which epsilon decays linearly.
+        eps_anneal_frames: env frames over which epsilon decays linearly (after the warm-up, with ``uniform``).
+        warmup: what acts until ``learning_starts`` transitions are stored: ``policy`` (the Q-actor with
+            its epsilon-greedy exploration, annealed from the first frame) or ``uniform`` (uniformly random
+            actions, and epsilon's annealing starts when learning does: Dopamine's
+            ``linearly_decaying_epsilon``, which DER, SPR and BBF use).
         max_grad_norm: clip the gradient norm to this value (None: no clipping).
         **kwargs: budget, collection and evaluation settings of :class:`RLModule`.
 
@@ -71,6 +76,7 @@ class DQN(ReplayLearner):
         eps_init: float = 1.0,
         eps_end: float = 0.05,
         eps_anneal_frames: int = 10_000,
+        warmup: Literal["policy", "uniform"] = "policy",
         max_grad_norm: float | None = 10.0,
         **kwargs: Any,
     ) -> None:
@@ -98,6 +104,11 @@ class DQN(ReplayLearner):
             self.action_spec, eps_init=eps_init, eps_end=eps_end, annealing_num_steps=eps_anneal_frames
         )
         self._exploration_policy = TensorDictSequential(self.q_actor, self.exploration)
+        require(warmup in ("policy", "uniform"), "model.warmup", warmup, "allowed values are 'policy', 'uniform'")
+        self.warmup_policy = (
+            UniformWarmup(self._exploration_policy, self.action_spec, warming_up=learning_starts > 0)
+            if warmup == "uniform" else None
+        )
 
         self.loss_module = self.make_loss(loss_function, double_dqn, gamma)
         if target_tau is not None:
@@ -122,8 +133,8 @@ class DQN(ReplayLearner):
 
     @property
     def exploration_policy(self) -> TensorDictModuleBase:
-        """Greedy Q-actor followed by epsilon-greedy exploration."""
-        return self._exploration_policy
+        """Greedy Q-actor followed by epsilon-greedy exploration (uniform actions during a ``uniform`` warm-up)."""
+        return self._exploration_policy if self.warmup_policy is None else self.warmup_policy
 
     @property
     def eval_policy(self) -> TensorDictModuleBase:
@@ -138,6 +149,18 @@ class DQN(ReplayLearner):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam over the online Q-network."""
         return torch.optim.Adam(self.q_actor.parameters(), lr=self.lr)
+
+    def anneal_exploration(self, frames: int) -> None:
+        """Decay epsilon, except during a ``uniform`` warm-up (the decay starts when learning does)."""
+        if self.warmup_policy is None or not bool(self.warmup_policy.warming_up):
+            super().anneal_exploration(frames)
+
+    def update(self, batch: TensorDictBase) -> Metrics:
+        """The replay update, then the end of a ``uniform`` warm-up once learning has started."""
+        metrics = super().update(batch)
+        if self.warmup_policy is not None:
+            self.warmup_policy.warming_up.fill_(not self.learning_started())
+        return metrics
 
     def exploration_metrics(self) -> Metrics:
         """The current exploration rate."""

@@ -83,13 +83,17 @@ class ReplayLearner(RLModule):
     def gradient_update(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
         """One gradient step on ``sample``; returns its detached loss terms, keyed by metric name."""
 
+    def anneal_exploration(self, frames: int) -> None:
+        """Advance the exploration schedule by ``frames`` collected frames."""
+        if self.exploration is not None:
+            self.exploration.step(frames)
+
     def update(self, batch: TensorDictBase) -> Metrics:
         """Store the batch, anneal exploration, then take :meth:`updates_due` gradient steps."""
         self.store(batch)
         # Schedules count the frames of all DDP ranks, which collect equal shares of each batch.
         frames = batch.numel() * self.world_size
-        if self.exploration is not None:
-            self.exploration.step(frames)
+        self.anneal_exploration(frames)
         metrics = self.exploration_metrics()
         if not self.learning_started():
             return metrics

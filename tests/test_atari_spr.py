@@ -227,6 +227,10 @@ def test_noisy_layers_learn_their_noise_scales_through_the_td_loss(atoms: str) -
                             "--checkpoint.every_n_frames", "1000"))
     noisy = [m for m in cli.model.q_network.modules() if isinstance(m, NoisyLinear)]
     assert len(noisy) == 4  # both layers of both streams
+    initial_mean = sum(m.std_init / m.in_features**0.5 * m.weight_sigma.numel() for m in noisy) / sum(
+        m.weight_sigma.numel() for m in noisy)
+    reported = cli.model.exploration_metrics()["train/noise_sigma"]
+    assert reported != pytest.approx(initial_mean, rel=1e-6) and reported == pytest.approx(initial_mean, rel=0.2)
     for layer in noisy:
         initial = copy.deepcopy(layer)
         initial.reset_parameters()  # the sigmas start as constants (sigma_0 / sqrt(fan)), whatever the seed

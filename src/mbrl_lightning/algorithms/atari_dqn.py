@@ -11,7 +11,7 @@ from tensordict import TensorDictBase
 from torch import nn
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import ExplorationType, set_exploration_type
-from torchrl.modules import DistributionalQValueActor
+from torchrl.modules import DistributionalQValueActor, NoisyLinear
 from torchrl.objectives import DistributionalDQNLoss, LossModule
 
 from mbrl_lightning.algorithms.base import Metrics
@@ -250,6 +250,15 @@ class AtariDQN(ModelBased, DQN):
         # The model is not trained between scoring and its update: the bonus pass measured it already.
         fresh_error, self._fresh_error = self._fresh_error, None
         return self.learn_model(batch, fresh_loss=fresh_error)
+
+    def exploration_metrics(self) -> Metrics:
+        """The exploration rate and, with noisy layers, their mean noise scale (``weight_sigma``), which the TD loss trains."""
+        metrics = super().exploration_metrics()
+        sigmas = [m.weight_sigma for m in self.q_network.modules() if isinstance(m, NoisyLinear)]
+        if sigmas:
+            with torch.no_grad():
+                metrics["train/noise_sigma"] = float(sum(s.sum() for s in sigmas) / sum(s.numel() for s in sigmas))
+        return metrics
 
     def replay_batches(self, count: int) -> Iterator[TensorDictBase]:
         """Replayed transitions with the bonus added to the reward; fresh noise for noisy heads."""

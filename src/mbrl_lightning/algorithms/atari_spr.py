@@ -235,8 +235,7 @@ class AtariSPR(AtariDQN):
         """The reset itself, under the caller's random state."""
         optimizer = self.optimizer(0)
         optimizer = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside Lightning's wrapper
-        network, shrink_perturb = self.q_network, [self.q_network.features]
-        fresh = list(network.head)
+        shrink_perturb, fresh = [self.q_network.features], list(self.q_network.head)
         if self.latent_model is not None:
             shrink_perturb.append(self.latent_model.transition)
             fresh += [self.latent_model.projection, self.latent_model.prediction]

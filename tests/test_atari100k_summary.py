@@ -1,4 +1,4 @@
-"""benchmarks/atari100k.py --summarize: seeds written by separate processes, summarised at equal agent steps."""
+"""benchmarks/atari100k.py: its agents build, and --summarize reads seeds written by separate processes at equal agent steps."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-from conftest import REPO_ROOT
+import pytest
+import yaml
+from conftest import CONF_DIR, REPO_ROOT
+
+from mbrl_lightning.cli import MBRLCLI
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import atari100k  # noqa: E402
@@ -35,3 +39,17 @@ def test_summary_reads_the_newest_run_of_each_seed_at_the_budget(tmp_path: Path,
     assert bf16["seeds"] == [0, 1] and bf16["scores"] == [900.0, 700.0]
     assert bf16["score_mean"] == 800.0 and bf16["score_ci95"][0] >= 700.0 and bf16["score_ci95"][1] <= 900.0
     assert fp32["summary"] == "agent" and fp32["scores"] == [111.0]
+
+
+@pytest.mark.parametrize("agent", sorted(atari100k.AGENTS))
+def test_every_benchmark_agent_builds_from_pacman_yaml(agent: str) -> None:
+    overrides = atari100k.AGENTS[agent]
+    cli = MBRLCLI(["--config", str(CONF_DIR / "pacman.yaml"), *overrides, "--model.replay_storage", "memory",
+                   "--model.buffer_size", "64"])
+    init = cli.config.model.init_args
+    for key, value in zip(overrides[::2], overrides[1::2]):
+        if key.startswith("--model."):  # each key reached the model as given (a typo in a key is an error above)
+            node = init
+            for part in key.removeprefix("--model.").split("."):
+                node = node[part]
+            assert node == yaml.safe_load(value), (key, node, value)

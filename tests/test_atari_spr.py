@@ -19,6 +19,7 @@ from mbrl_lightning.data.nstep_frame_replay import NStepFrameReplay
 from mbrl_lightning.data.priorities import ReplayPriorities
 from mbrl_lightning.errors import ConfigurationError
 from mbrl_lightning.nets import AtariQNet
+from mbrl_lightning.nets.conv import renormalize
 from mbrl_lightning.nets.augment import random_intensity, random_shift, shift_frames
 from mbrl_lightning.world_models.latent import LatentTransitionModel
 
@@ -182,6 +183,33 @@ def test_latent_imagination_entropy_is_higher_where_predicted_latents_diverge() 
     assert futures.shape == (1, 2, 8) and not torch.allclose(futures[0, 0], futures[0, 1])
 
 
+def test_renormalised_q_head_reads_the_latent_on_one_scale() -> None:
+    torch.manual_seed(0)
+    frames = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
+    for renormalize in (True, False):
+        network = AtariQNet(4, 9, hidden_size=32, renormalize=renormalize)
+        before = network(frames)
+        last = network.last_conv
+        with torch.no_grad():  # ReLU is positively homogeneous: the torso's output triples
+            last.weight.mul_(3.0)
+            last.bias.mul_(3.0)
+        after = network(frames)
+        assert torch.allclose(before, after, atol=1e-5) == renormalize, renormalize
+
+
+def test_self_prediction_targets_are_renormalised_as_the_predictions_are() -> None:
+    torch.manual_seed(0)
+    frames = torch.rand(3, 2, 4, 4)
+    for renormalize_targets in (True, False):
+        model = LatentTransitionModel(2, 2, hidden_channels=2, projection_size=8, renormalize_targets=renormalize_targets)
+        model.bind(_IdentityEncoder(), torch.zeros(1, 2, 4, 4))
+        target = model.target_embedding(frames)
+        # The predictions are renormalised latents: a target of another scale is another point.
+        assert torch.allclose(target, model.target_embedding(5.0 * frames - 2.0), atol=1e-5) == renormalize_targets
+        expected = model.projection(renormalize(frames) if renormalize_targets else frames)
+        assert torch.allclose(target, expected)
+
+
 # No evaluation: one at the split (the end of the first part) would be a difference between the runs.
 SPR_TINY = ("--model.total_frames", "32", "--model.frames_per_batch", "8", "--model.updates_per_batch", "8",
             "--model.learning_starts", "8", "--model.buffer_size", "400", "--model.batch_size", "8",
@@ -203,10 +231,14 @@ def _agent_state(cli) -> dict[str, torch.Tensor]:
 # bf16: pacman.yaml's precision; resets: one falls due at frame 16, where the first part ends, and
 # the resumed part must not reset again.
 RESETS = ("--model.reset_every_frames", "16", "--model.resets_until_frames", "32")
+# SPR's network and targets (conf/atari100k.yaml's; benchmarks/atari100k.py --agents spr_network).
+SPR_NETWORK = ("--model.q_net.init_args.renormalize", "true", "--model.latent_model.init_args.renormalize_targets", "true",
+               "--model.double_dqn", "true")
 
 
-@pytest.mark.parametrize(("precision", "extra"), [("32-true", ()), ("bf16-mixed", ()), ("32-true", RESETS)],
-                         ids=["32-true", "bf16-mixed", "resets"])
+@pytest.mark.parametrize(("precision", "extra"),
+                         [("32-true", ()), ("bf16-mixed", ()), ("32-true", RESETS), ("bf16-mixed", SPR_NETWORK)],
+                         ids=["32-true", "bf16-mixed", "resets", "spr_network"])
 def test_resumed_spr_run_continues_exactly(precision: str, extra: tuple[str, ...]) -> None:
     tiny = (*SPR_TINY, "--trainer.precision", precision, *extra)
     straight = _agent_state(run_fit(*fit_args("pacman.yaml", *tiny, "--checkpoint.every_n_frames", "1000")))

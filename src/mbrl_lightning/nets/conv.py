@@ -12,6 +12,13 @@ from mbrl_lightning.nets.noisy import CachedNoisyLinear
 NATURE_CNN = {"num_cells": [32, 64, 64], "kernel_sizes": [8, 4, 3], "strides": [4, 2, 1], "activation_class": nn.ReLU}
 
 
+def renormalize(latent: torch.Tensor, dims: int = 3) -> torch.Tensor:
+    """Min-max scale each sample's latent (its last ``dims`` dims: ``[C, H, W]``) to [0, 1], as SPR and MuZero do."""
+    flat = latent.flatten(-dims) if dims > 1 else latent
+    low, high = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
+    return ((flat - low) / (high - low).clamp_min(1e-5)).view_as(latent)
+
+
 def scale_frames(frames: torch.Tensor) -> torch.Tensor:
     """uint8 pixels to floats in [0, 1]; float input passes unchanged (world-model predictions)."""
     # In place on the new float copy: one 4-byte-per-pixel tensor allocated instead of two.
@@ -25,6 +32,8 @@ class AtariQNet(nn.Module):
     2016, TorchRL's ``DuelingCnnDQNet``) or a plain MLP. Noisy linear layers (Fortunato et al.
     2018) replace the head's layers when ``noisy`` is set; their noise is resampled by the
     algorithm once per gradient step. Layer sizes after the torso are inferred on the first call.
+    With ``renormalize`` the head reads the torso's output min-max scaled to [0, 1] per sample
+    (SPR's and BBF's network: the Q-values and the latent model's predictions then see one scale).
     With ``atoms`` > 1 the net is distributional (C51, Bellemare et al. 2017, as in Rainbow and
     SPR): it gives each action's log-probabilities over ``atoms`` fixed returns (the algorithm
     holds that support), ``[..., atoms, num_actions]``, dueling per atom as in Rainbow.
@@ -36,14 +45,16 @@ class AtariQNet(nn.Module):
         dueling: value and advantage streams instead of one Q head.
         noisy: noisy linear layers in the head (exploration without epsilon).
         atoms: 1 for expected Q-values; more for a categorical return distribution per action (set by the algorithm).
+        renormalize: min-max scale the torso's output to [0, 1] before the head (SPR: true).
     """
 
     def __init__(
         self, in_channels: int, num_actions: int, hidden_size: int = 512, dueling: bool = True, noisy: bool = False,
-        atoms: int = 1,
+        atoms: int = 1, renormalize: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
+        self.renormalize = renormalize
         self.num_actions = num_actions
         self.atoms = atoms
         mlp_kwargs = {"num_cells": [hidden_size], "activation_class": nn.ReLU}
@@ -78,6 +89,8 @@ class AtariQNet(nn.Module):
         Float32 outputs: see :func:`float32_output`.
         """
         features = self.features(prepare_frames(frames))
+        if self.renormalize:
+            features = renormalize(features, dims=1)  # the flattened map: the same scale as over [C, H, W]
         if isinstance(self.network, DuelingCnnDQNet):
             # DuelingCnnDQNet.forward's combination, with each stream's output layer in float32.
             advantage = self._per_atom(float32_output(self.network.advantage, features))

@@ -11,14 +11,8 @@ from torch import nn
 
 from mbrl_lightning.curiosity.imagination_entropy import action_spread
 from mbrl_lightning.errors import require
+from mbrl_lightning.nets.conv import renormalize
 from mbrl_lightning.world_models.contract import DynamicsModel
-
-
-def renormalize(latent: torch.Tensor) -> torch.Tensor:
-    """Min-max scale every sample's latent to [0, 1] (SPR: keeps K applied transitions on one scale)."""
-    flat = latent.flatten(1)
-    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    return ((flat - low) / (high - low).clamp_min(1e-5)).view_as(latent)
 
 
 class LatentTransitionModel(DynamicsModel):
@@ -49,11 +43,14 @@ class LatentTransitionModel(DynamicsModel):
         projection_size: width of the projection and the prediction head.
         prediction_steps: K, future latents predicted per sample (SPR: 5).
         target_momentum: EMA momentum of the target encoder and projection (SPR with augmentation: 0).
+        renormalize_targets: min-max scale the target latents to [0, 1] before their projection, as
+            the predicted latents are (SPR: true; false projects the raw latent, a scale the
+            predictions never have).
     """
 
     def __init__(
         self, latent_channels: int, num_actions: int, hidden_channels: int = 64, projection_size: int = 512,
-        prediction_steps: int = 5, target_momentum: float = 0.0,
+        prediction_steps: int = 5, target_momentum: float = 0.0, renormalize_targets: bool = True,
     ) -> None:
         super().__init__()
         require(prediction_steps >= 1, "model.latent_model.prediction_steps", prediction_steps, "must be a positive integer")
@@ -61,6 +58,7 @@ class LatentTransitionModel(DynamicsModel):
         self.num_actions = num_actions
         self.prediction_steps = prediction_steps
         self.target_momentum = target_momentum
+        self.renormalize_targets = renormalize_targets
         self.transition = nn.Sequential(
             nn.Conv2d(latent_channels + num_actions, hidden_channels, 3, padding=1), nn.ReLU(),
             nn.Conv2d(hidden_channels, latent_channels, 3, padding=1), nn.ReLU(),
@@ -98,8 +96,10 @@ class LatentTransitionModel(DynamicsModel):
     def target_embedding(self, frames: torch.Tensor) -> torch.Tensor:
         """The target projection of the target encoder's latent of ``frames`` (no gradient)."""
         if self.target_encoder is None:
-            return self.projection(self.encode(frames))
-        return self.target_projection(self.target_encoder.feature_map(frames))
+            latent, projection = self.encode(frames), self.projection
+        else:
+            latent, projection = self.target_encoder.feature_map(frames), self.target_projection
+        return projection(renormalize(latent) if self.renormalize_targets else latent)
 
     @torch.no_grad()
     def update_target(self) -> None:

@@ -54,10 +54,12 @@ AGENTS = {
     # epsilon from 1 to 0 over 2,001 steps.
     "random_warmup": ["--model.warmup", "uniform", "--model.eps_init", "1.0", "--model.eps_end", "0.0",
                       "--model.eps_anneal_frames", "2001", "--trainer.precision", "bf16-mixed"],
-    # SPR's network and targets (conf/atari100k.yaml's, from BBF's SPR.gin): the Q head reads the min-max
-    # renormalised latent, the self-prediction targets are renormalised as the predictions are, double Q.
+    # SPR's network and targets (conf/atari100k.yaml's; SPR's release and BBF's SPR.gin): the Q head reads the
+    # min-max renormalised latent, the self-prediction targets are renormalised as the predictions are, the
+    # projection is the Q head's first layers (q_l1), double Q.
     "spr_network": ["--model.q_net.init_args.renormalize", "true",
-                    "--model.latent_model.init_args.renormalize_targets", "true", "--model.double_dqn", "true",
+                    "--model.latent_model.init_args.renormalize_targets", "true",
+                    "--model.latent_model.init_args.projection", "q_head", "--model.double_dqn", "true",
                     "--trainer.precision", "bf16-mixed"],
 }
 

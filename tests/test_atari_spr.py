@@ -210,6 +210,36 @@ def test_self_prediction_targets_are_renormalised_as_the_predictions_are() -> No
         assert torch.allclose(target, expected)
 
 
+@pytest.mark.parametrize("projection", ["q_head", "linear"])
+def test_a_q_head_projection_trains_the_q_head_s_first_layers_through_self_prediction(projection: str) -> None:
+    torch.manual_seed(0)
+    replay = _recorded_replay(sequence_length=2)
+    network = AtariQNet(4, 9, hidden_size=32, noisy=True)
+    network(torch.zeros(1, 4, 84, 84, dtype=torch.uint8))
+    model = LatentTransitionModel(64, 9, hidden_channels=16, projection_size=24, prediction_steps=2, projection=projection)
+    model.bind(network, torch.zeros(1, 4, 84, 84, dtype=torch.uint8))
+    sample = replay.sample(8)
+    model.loss(sample)["loss_self_prediction"].backward()
+    firsts = [stream[0] for stream in network.head]  # the value and advantage streams' first layers
+    reached = [layer.weight_mu.grad is not None and layer.weight_mu.grad.abs().sum() > 0 for layer in firsts]
+    assert reached == [projection == "q_head"] * 2
+    # Without noise: the projection reads the mean weights, whatever noise the layers hold.
+    with torch.no_grad():
+        latent = model.encode(sample["observation"])
+        before = model.target_embedding(sample["observation"])
+        network.reset_noise()
+        assert torch.equal(before, model.target_embedding(sample["observation"]))
+    assert model.embed(latent).shape[-1] == (64 if projection == "q_head" else 24)
+
+
+def test_a_q_head_projection_needs_a_network_with_one() -> None:
+    with pytest.raises(ConfigurationError, match=r"model.latent_model.projection='mlp': allowed values are 'linear', 'q_head'"):
+        LatentTransitionModel(1, 2, projection="mlp")
+    model = LatentTransitionModel(1, 2, hidden_channels=1, projection="q_head")
+    with pytest.raises(ConfigurationError, match=r"model.latent_model.projection='q_head': needs a q_net with head_projection"):
+        model.bind(_IdentityEncoder(), torch.zeros(1, 1, 4, 4))
+
+
 # No evaluation: one at the split (the end of the first part) would be a difference between the runs.
 SPR_TINY = ("--model.total_frames", "32", "--model.frames_per_batch", "8", "--model.updates_per_batch", "8",
             "--model.learning_starts", "8", "--model.buffer_size", "400", "--model.batch_size", "8",
@@ -233,7 +263,7 @@ def _agent_state(cli) -> dict[str, torch.Tensor]:
 RESETS = ("--model.reset_every_frames", "16", "--model.resets_until_frames", "32")
 # SPR's network and targets (conf/atari100k.yaml's; benchmarks/atari100k.py --agents spr_network).
 SPR_NETWORK = ("--model.q_net.init_args.renormalize", "true", "--model.latent_model.init_args.renormalize_targets", "true",
-               "--model.double_dqn", "true")
+               "--model.latent_model.init_args.projection", "q_head", "--model.double_dqn", "true")
 
 
 @pytest.mark.parametrize(("precision", "extra"),

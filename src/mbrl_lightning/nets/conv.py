@@ -105,6 +105,16 @@ class AtariQNet(nn.Module):
         """A head's flat output as ``[..., atoms, columns]`` (unchanged for expected Q-values)."""
         return output if self.atoms == 1 else output.unflatten(-1, (self.atoms, -1))
 
+    def head_projection(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's first layers on flat torso ``features``, without noise or activation: SPR's ``q_l1`` projection.
+
+        Dueling: the value and the advantage stream's first layers, concatenated (``2 * hidden_size``
+        wide, SPR's ``q_l1_type`` value and advantage); plain: the Q head's first layer. Noisy layers
+        project with their mean weights, as SPR's and BBF's projections do.
+        """
+        firsts = [stream[0] for stream in self.head]
+        return torch.cat([_noiseless_linear(layer, features) for layer in firsts], -1)
+
     def feature_map(self, frames: torch.Tensor) -> torch.Tensor:
         """The torso's last activations before flattening, ``[batch, 64, h, w]`` (the latent of self-prediction)."""
         hidden = prepare_frames(frames)
@@ -117,6 +127,14 @@ class AtariQNet(nn.Module):
         for module in self.modules():
             if module is not self and hasattr(module, "reset_noise"):
                 module.reset_noise()
+
+
+def _noiseless_linear(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """``layer(inputs)`` with a noisy layer's mean weights (``weight_mu``), a plain one's own."""
+    weight = getattr(layer, "weight_mu", None)
+    if weight is None:
+        return layer(inputs)
+    return nn.functional.linear(inputs, weight, layer.bias_mu)
 
 
 def float32_output(mlp: nn.Sequential, features: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from typing import Literal
+
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
@@ -13,6 +15,25 @@ from mbrl_lightning.curiosity.imagination_entropy import action_spread
 from mbrl_lightning.errors import require
 from mbrl_lightning.nets.conv import renormalize
 from mbrl_lightning.world_models.contract import DynamicsModel
+
+
+Projection = Literal["linear", "q_head"]
+
+
+class HeadProjection(nn.Module):
+    """Flatten, then a network's ``head_projection`` (its Q head's first layers): SPR's ``q_l1`` projection.
+
+    The network is held in a list, not registered: its weights are the network's, trained and
+    checkpointed with it.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self._network = [network]
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """The projection of ``[batch, C, H, W]`` latents."""
+        return self._network[0].head_projection(latent.flatten(1))
 
 
 class LatentTransitionModel(DynamicsModel):
@@ -40,20 +61,26 @@ class LatentTransitionModel(DynamicsModel):
         latent_channels: channels of the encoder's feature map (derived from the network).
         num_actions: discrete actions (derived from the env).
         hidden_channels: channels of the transition's hidden convolution.
-        projection_size: width of the projection and the prediction head.
+        projection_size: width of the projection and the prediction head (``linear`` projection only).
         prediction_steps: K, future latents predicted per sample (SPR: 5).
         target_momentum: EMA momentum of the target encoder and projection (SPR with augmentation: 0).
         renormalize_targets: min-max scale the target latents to [0, 1] before their projection, as
             the predicted latents are (SPR: true; false projects the raw latent, a scale the
             predictions never have).
+        projection: ``linear``, a layer of its own, or ``q_head``, the bound network's
+            ``head_projection`` (SPR's ``q_l1``: the Q head's first layers without noise, and a
+            prediction head as wide; needs a network such as :class:`~mbrl_lightning.nets.AtariQNet`).
     """
 
     def __init__(
         self, latent_channels: int, num_actions: int, hidden_channels: int = 64, projection_size: int = 512,
         prediction_steps: int = 5, target_momentum: float = 0.0, renormalize_targets: bool = True,
+        projection: Projection = "linear",
     ) -> None:
         super().__init__()
         require(prediction_steps >= 1, "model.latent_model.prediction_steps", prediction_steps, "must be a positive integer")
+        require(projection in ("linear", "q_head"), "model.latent_model.projection", projection,
+                "allowed values are 'linear', 'q_head'")
         require(0.0 <= target_momentum < 1.0, "model.latent_model.target_momentum", target_momentum, "must lie in [0, 1)")
         self.num_actions = num_actions
         self.prediction_steps = prediction_steps
@@ -63,7 +90,9 @@ class LatentTransitionModel(DynamicsModel):
             nn.Conv2d(latent_channels + num_actions, hidden_channels, 3, padding=1), nn.ReLU(),
             nn.Conv2d(hidden_channels, latent_channels, 3, padding=1), nn.ReLU(),
         )
-        self.projection = nn.Sequential(nn.Flatten(), nn.LazyLinear(projection_size))
+        self.projection_kind = projection
+        # A q_head projection and its prediction head are sized by bind, which knows the network.
+        self.projection: nn.Module = nn.Sequential(nn.Flatten(), nn.LazyLinear(projection_size))
         self.prediction = nn.Linear(projection_size, projection_size)
         self._encoder: list[nn.Module] = []  # a list: the encoder's weights are registered by its own network
         self.target_encoder: nn.Module | None = None
@@ -72,11 +101,18 @@ class LatentTransitionModel(DynamicsModel):
     def bind(self, encoder: nn.Module, example: torch.Tensor) -> None:
         """Use ``encoder.feature_map`` as the online encoder; size the projection with one ``example`` batch."""
         self._encoder[:] = [encoder]
+        if self.projection_kind == "q_head":
+            require(hasattr(encoder, "head_projection"), "model.latent_model.projection", "q_head",
+                    f"needs a q_net with head_projection (such as AtariQNet), not {type(encoder).__name__}; use 'linear'")
+            self.projection = HeadProjection(encoder)
         with torch.no_grad():
-            self.projection(encoder.feature_map(example))
+            width = self.projection(encoder.feature_map(example)).shape[-1]
+        if self.projection_kind == "q_head":
+            self.prediction = nn.Linear(width, width)
         if self.target_momentum > 0:
             self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
-            self.target_projection = copy.deepcopy(self.projection).requires_grad_(False)
+            self.target_projection = (HeadProjection(self.target_encoder) if self.projection_kind == "q_head"
+                                      else copy.deepcopy(self.projection).requires_grad_(False))
 
     # ----------------------------------------------------------------- parts
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -107,7 +143,9 @@ class LatentTransitionModel(DynamicsModel):
         if self.target_encoder is None:
             return
         for target, online in ((self.target_encoder, self._encoder[0]), (self.target_projection, self.projection)):
-            torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), 1.0 - self.target_momentum)
+            targets = list(target.parameters())
+            if targets:  # a q_head projection's weights are the network's, moved with the encoder's
+                torch._foreach_lerp_(targets, list(online.parameters()), 1.0 - self.target_momentum)
 
     @torch.no_grad()
     def copy_to_target(self) -> None:

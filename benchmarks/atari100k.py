@@ -56,11 +56,12 @@ AGENTS = {
                       "--model.eps_anneal_frames", "2001", "--trainer.precision", "bf16-mixed"],
     # SPR's network and targets (conf/atari100k.yaml's; SPR's release and BBF's SPR.gin): the Q head reads the
     # min-max renormalised latent, the self-prediction targets are renormalised as the predictions are, the
-    # projection is the Q head's first layers (q_l1), double Q.
+    # projection is the Q head's first layers (q_l1), double Q, and the self-prediction loss weighed as SPR
+    # weighs it per step (5 times the mean over K steps of 2 - 2 cos: weight 5 on the sum of 1 - cos at K=2).
     "spr_network": ["--model.q_net.init_args.renormalize", "true",
                     "--model.latent_model.init_args.renormalize_targets", "true",
                     "--model.latent_model.init_args.projection", "q_head", "--model.double_dqn", "true",
-                    "--trainer.precision", "bf16-mixed"],
+                    "--model.self_prediction_weight", "5", "--trainer.precision", "bf16-mixed"],
 }
 
 

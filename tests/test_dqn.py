@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import fit_args, run_fit
 from lightning.pytorch import Trainer
 from mlflow.tracking import MlflowClient
+from tensordict import TensorDict
 
 from mbrl_lightning.algorithms import DQN
 from mbrl_lightning.envs import EnvFactory
+from mbrl_lightning.errors import ConfigurationError
 from mbrl_lightning.nets import MLP
 from mbrl_lightning.tracking import tracking_uri
 
@@ -77,3 +80,23 @@ def test_target_equals_the_online_net_after_every_nth_gradient_step_of_training(
             enable_model_summary=False, num_sanity_val_steps=0).fit(model)
     assert copied == [step % 3 == 0 for step in range(1, 11)]
 
+
+
+def test_eval_epsilon_replaces_greedy_actions_at_its_rate_with_draws_fixed_per_evaluation() -> None:
+    env = EnvFactory("CartPole-v1", num_envs=1)
+    observations = TensorDict({"observation": torch.zeros(4000, 4)}, batch_size=[4000])
+    greedy_model = DQN(env, total_frames=10, frames_per_batch=2)
+    assert greedy_model.eval_policy is greedy_model.q_actor
+    model = DQN(env, total_frames=10, frames_per_batch=2, eval_epsilon=0.5)
+    greedy = model.q_actor(observations.clone())["action"].argmax(-1)
+    assert (greedy == greedy[0]).all()  # one observation: one greedy action
+    first = model.eval_policy(observations.clone())["action"]
+    assert (first.sum(-1) == 1).all()  # still one-hot
+    changed = (first.argmax(-1) != greedy).float().mean().item()
+    assert abs(changed - 0.25) < 0.03, changed  # half the steps draw uniformly, half of those the other action
+    again = model.eval_policy(observations.clone())["action"]
+    assert torch.equal(first, again)  # the same evaluation draws the same actions
+    model.evaluations += 1
+    assert not torch.equal(first, model.eval_policy(observations.clone())["action"])
+    with pytest.raises(ConfigurationError, match=r"model.eval_epsilon=1.5: must lie in \[0, 1\]"):
+        DQN(env, total_frames=10, frames_per_batch=2, eval_epsilon=1.5)

@@ -13,6 +13,7 @@ from torchrl.modules import EGreedyModule, QValueActor
 from torchrl.objectives import DQNLoss, LossModule, SoftUpdate, ValueEstimators
 
 from mbrl_lightning.algorithms.base import Metrics
+from mbrl_lightning.algorithms.eval_epsilon import EvalEpsilonGreedy
 from mbrl_lightning.algorithms.hard_update import EveryNHardUpdate
 from mbrl_lightning.algorithms.replay_learner import ReplayLearner
 from mbrl_lightning.algorithms.uniform_warmup import UniformWarmup
@@ -53,6 +54,9 @@ class DQN(ReplayLearner):
             actions, and epsilon's annealing starts when learning does: Dopamine's
             ``linearly_decaying_epsilon``, which DER, SPR and BBF use).
         max_grad_norm: clip the gradient norm to this value (None: no clipping).
+        eval_epsilon: probability of a uniform action at each evaluation step (0: greedy; the
+            Atari-100k protocol of Dopamine, DER, SPR and BBF: 0.001), drawn from a generator
+            seeded per evaluation.
         **kwargs: budget, collection and evaluation settings of :class:`RLModule`.
 
     One update is :class:`ReplayLearner`'s: store, decay epsilon, ``updates_per_batch`` TD steps.
@@ -78,6 +82,7 @@ class DQN(ReplayLearner):
         eps_anneal_frames: int = 10_000,
         warmup: Literal["policy", "uniform"] = "policy",
         max_grad_norm: float | None = 10.0,
+        eval_epsilon: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(env=env, **kwargs)
@@ -93,6 +98,8 @@ class DQN(ReplayLearner):
         require(target_update_interval >= 1, "model.target_update_interval", target_update_interval,
                 "must be a whole number of gradient steps, at least 1")
         require(0.0 < gamma <= 1.0, "model.gamma", gamma, "must lie in (0, 1]")
+        require(0.0 <= eval_epsilon <= 1.0, "model.eval_epsilon", eval_epsilon, "must lie in [0, 1]")
+        self.eval_epsilon = eval_epsilon
         self.configure_replay(batch_size, buffer_size, replay_storage, learning_starts, updates_per_batch)
         self.lr = lr
         self.max_grad_norm = max_grad_norm
@@ -138,8 +145,10 @@ class DQN(ReplayLearner):
 
     @property
     def eval_policy(self) -> TensorDictModuleBase:
-        """The greedy Q-actor."""
-        return self.q_actor
+        """The greedy Q-actor; with ``eval_epsilon`` its epsilon-greedy version, seeded by the next evaluation's seed."""
+        if not self.eval_epsilon:
+            return self.q_actor
+        return EvalEpsilonGreedy(self.q_actor, self.eval_epsilon, seed=self.eval_seed(self.evaluations))
 
     @property
     def epsilon(self) -> float:

@@ -50,6 +50,17 @@ def test_the_log_probability_is_the_squashed_state_dependent_gaussian() -> None:
     torch.testing.assert_close(distribution.log_prob(action), by_hand, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("learn_features", [True, False])
+def test_the_noise_scale_trains_the_features_only_with_learn_features(learn_features: bool) -> None:
+    torch.manual_seed(0)
+    head = GSDEHead(MLP(3, 2, hidden_sizes=(5,)), -1.0, learn_features=learn_features)
+    loc, scale, _ = head(torch.randn(8, 3))
+    scale.sum().backward()  # the scale alone: what an entropy or log-probability term adds to the mean's gradient
+    reached = head.features[0].weight.grad
+    assert (reached is not None and reached.abs().sum() > 0) == learn_features
+    assert head.log_std.grad.abs().sum() > 0
+
+
 def test_the_held_matrix_noise_has_the_variance_the_losses_score() -> None:
     head = _head()
     noise = GSDENoise(head, SPEC, sample_freq=1, copies=1)

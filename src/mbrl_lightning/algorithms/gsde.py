@@ -54,21 +54,23 @@ class GSDEHead(nn.Module):
     Args:
         net: the actor net built for ``(observation_size, action_size)``; its last Linear gives the mean.
         log_std_init: the initial ``log sigma`` of every entry of the noise matrix (the zoo uses -3).
+        learn_features: let the noise's scale train the features (Stable-Baselines3's SAC actor:
+            ``learn_features=True``); false detaches them, so only the mean's gradient shapes them
+            (the default of Stable-Baselines3's distribution class, which its PPO and A2C keep).
     """
 
-    def __init__(self, net: nn.Module, log_std_init: float) -> None:
+    def __init__(self, net: nn.Module, log_std_init: float, learn_features: bool = True) -> None:
         super().__init__()
+        self.learn_features = learn_features
         self.features, self.mean = split_last_linear(net)
         # One sigma per (feature, action) entry: Stable-Baselines3's default ``full_std=True``.
         self.log_std = nn.Parameter(torch.full((self.mean.in_features, self.mean.out_features), float(log_std_init)))
 
     def forward(self, observation: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The clipped mean, ``sqrt(phi(s)^2 @ sigma^2 + floor)`` and the features (detached, as in the paper)."""
+        """The clipped mean, ``sqrt(phi(s)^2 @ sigma^2 + floor)`` and the features (detached unless ``learn_features``)."""
         hidden = self.features(observation)
         loc = self.mean(hidden).clamp(-MEAN_CLIP, MEAN_CLIP)
-        # The noise does not train the features (Stable-Baselines3's ``learn_features=False``): only
-        # the mean's gradient shapes them.
-        features = hidden.detach()
+        features = hidden if self.learn_features else hidden.detach()
         variance = features.pow(2) @ self.log_std.exp().pow(2)
         return loc, (variance + VARIANCE_FLOOR).sqrt(), features
 

@@ -54,6 +54,9 @@ class SAC(OffPolicyActorCritic):
         sde_sample_freq: env steps between redraws of ``W`` (also redrawn per env copy at each episode
             start); -1 redraws it once per collected batch (Stable-Baselines3's once per rollout).
         log_std_init: the initial ``log sigma`` of every entry of ``W`` (rl-baselines3-zoo uses -3).
+        sde_learn_features: let the gSDE scale's terms (log-probabilities, entropy) train the actor's
+            last hidden features too, as Stable-Baselines3's SAC does (``learn_features=True``); false
+            detaches them there.
         **kwargs: settings of :class:`OffPolicyActorCritic` and :class:`RLModule`.
     """
 
@@ -71,6 +74,7 @@ class SAC(OffPolicyActorCritic):
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         log_std_init: float = -3.0,
+        sde_learn_features: bool = True,
         actor_lr: float = 3e-4,
         critic_lr: float = 3e-4,
         gamma: float = 0.99,
@@ -96,6 +100,7 @@ class SAC(OffPolicyActorCritic):
         self.use_sde = use_sde
         self.sde_sample_freq = sde_sample_freq
         self.log_std_init = log_std_init
+        self.sde_learn_features = sde_learn_features
         self.num_critics = num_critics
         self.alpha_init = alpha_init
         self.alpha_lr = alpha_lr
@@ -118,7 +123,8 @@ class SAC(OffPolicyActorCritic):
     def make_actor(self, actor_net: NetFactory, observation_size: int, action_size: int) -> TensorDictModuleBase:
         """A tanh-Gaussian over the action box: the net gives loc and (softplus-mapped) scale, or gSDE's loc and scale."""
         if self.use_sde:
-            self.gsde_head = GSDEHead(actor_net(observation_size, action_size), self.log_std_init)
+            self.gsde_head = GSDEHead(actor_net(observation_size, action_size), self.log_std_init,
+                                      learn_features=self.sde_learn_features)
             return ProbabilisticActor(
                 TensorDictModule(self.gsde_head, ["observation"], ["loc", "scale", "sde_features"]),
                 in_keys=["loc", "scale"], spec=self.action_spec, distribution_class=TanhNormal,

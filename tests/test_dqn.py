@@ -100,3 +100,30 @@ def test_eval_epsilon_replaces_greedy_actions_at_its_rate_with_draws_fixed_per_e
     assert not torch.equal(first, model.eval_policy(observations.clone())["action"])
     with pytest.raises(ConfigurationError, match=r"model.eval_epsilon=1.5: must lie in \[0, 1\]"):
         DQN(env, total_frames=10, frames_per_batch=2, eval_epsilon=1.5)
+
+
+def _noisy_mlp(observation_size: int, num_actions: int) -> torch.nn.Module:
+    from torchrl.modules import MLP as TorchRLMLP
+    from torchrl.modules import NoisyLinear
+
+    return TorchRLMLP(in_features=observation_size, out_features=num_actions, num_cells=[16], layer_class=NoisyLinear)
+
+
+def test_eval_noise_acts_with_fresh_noise_each_step_and_leaves_the_training_draw_alone() -> None:
+    torch.manual_seed(0)
+    env = EnvFactory("CartPole-v1", num_envs=1)
+    model = DQN(env, q_net=_noisy_mlp, total_frames=10, frames_per_batch=2, eval_noise=True)
+    training_draw = {k: v.clone() for k, v in model.q_actor.state_dict().items() if k.endswith("epsilon")}
+    observations = TensorDict({"observation": torch.randn(64, 4)}, batch_size=[64])
+    policy = model.eval_policy
+    first = policy(observations.clone())["action_value"]
+    second = policy(observations.clone())["action_value"]
+    assert not torch.allclose(first, second)  # a new draw at every step
+    mean_weights = model.q_actor(observations.clone())["action_value"]  # outside RANDOM exploration: the mean weights
+    assert not torch.allclose(first, mean_weights)
+    again = model.eval_policy(observations.clone())["action_value"]
+    torch.testing.assert_close(again, first)  # the same evaluation draws the same noise
+    after = {k: v for k, v in model.q_actor.state_dict().items() if k.endswith("epsilon")}
+    assert all(torch.equal(training_draw[k], after[k]) for k in training_draw)
+    with pytest.raises(ConfigurationError, match=r"model.eval_noise=True: needs noisy layers"):
+        DQN(env, total_frames=10, frames_per_batch=2, eval_noise=True)

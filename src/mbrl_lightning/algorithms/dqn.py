@@ -9,11 +9,11 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase, TensorDictSequential
 from torch import nn
-from torchrl.modules import EGreedyModule, QValueActor
+from torchrl.modules import EGreedyModule, NoisyLinear, QValueActor
 from torchrl.objectives import DQNLoss, LossModule, SoftUpdate, ValueEstimators
 
 from mbrl_lightning.algorithms.base import Metrics
-from mbrl_lightning.algorithms.eval_epsilon import EvalEpsilonGreedy
+from mbrl_lightning.algorithms.eval_policies import EvalEpsilonGreedy, NoisyEvaluation
 from mbrl_lightning.algorithms.hard_update import EveryNHardUpdate
 from mbrl_lightning.algorithms.replay_learner import ReplayLearner
 from mbrl_lightning.algorithms.uniform_warmup import UniformWarmup
@@ -57,6 +57,8 @@ class DQN(ReplayLearner):
         eval_epsilon: probability of a uniform action at each evaluation step (0: greedy; the
             Atari-100k protocol of Dopamine, DER, SPR and BBF: 0.001), drawn from a generator
             seeded per evaluation.
+        eval_noise: evaluate with the noisy layers' noise on, drawn afresh at every step (BBF's
+            ``eval_noise``, its default) instead of their mean weights; needs noisy layers.
         **kwargs: budget, collection and evaluation settings of :class:`RLModule`.
 
     One update is :class:`ReplayLearner`'s: store, decay epsilon, ``updates_per_batch`` TD steps.
@@ -83,6 +85,7 @@ class DQN(ReplayLearner):
         warmup: Literal["policy", "uniform"] = "policy",
         max_grad_norm: float | None = 10.0,
         eval_epsilon: float = 0.0,
+        eval_noise: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(env=env, **kwargs)
@@ -100,12 +103,15 @@ class DQN(ReplayLearner):
         require(0.0 < gamma <= 1.0, "model.gamma", gamma, "must lie in (0, 1]")
         require(0.0 <= eval_epsilon <= 1.0, "model.eval_epsilon", eval_epsilon, "must lie in [0, 1]")
         self.eval_epsilon = eval_epsilon
+        self.eval_noise = eval_noise
         self.configure_replay(batch_size, buffer_size, replay_storage, learning_starts, updates_per_batch)
         self.lr = lr
         self.max_grad_norm = max_grad_norm
 
         num_actions = self.action_spec.space.n
         network = self.build_q_network(q_net, num_actions)
+        require(not eval_noise or any(isinstance(m, NoisyLinear) for m in network.modules()), "model.eval_noise",
+                eval_noise, "needs noisy layers in the Q-network (such as AtariQNet's noisy: true); set it to false")
         self.q_actor = self.make_q_actor(network)
         self.exploration = EGreedyModule(
             self.action_spec, eps_init=eps_init, eps_end=eps_end, annealing_num_steps=eps_anneal_frames
@@ -145,10 +151,13 @@ class DQN(ReplayLearner):
 
     @property
     def eval_policy(self) -> TensorDictModuleBase:
-        """The greedy Q-actor; with ``eval_epsilon`` its epsilon-greedy version, seeded by the next evaluation's seed."""
-        if not self.eval_epsilon:
-            return self.q_actor
-        return EvalEpsilonGreedy(self.q_actor, self.eval_epsilon, seed=self.eval_seed(self.evaluations))
+        """The greedy Q-actor, with its noise on (``eval_noise``) and epsilon-greedy (``eval_epsilon``) where set.
+
+        Their draws are seeded by the next evaluation's seed.
+        """
+        seed = self.eval_seed(self.evaluations)
+        policy = NoisyEvaluation(self.q_actor, seed) if self.eval_noise else self.q_actor
+        return EvalEpsilonGreedy(policy, self.eval_epsilon, seed=seed) if self.eval_epsilon else policy
 
     @property
     def epsilon(self) -> float:

@@ -83,14 +83,14 @@ def resample_noise_in(params: TensorDictBase) -> None:
         if not isinstance(key, tuple) or key[-1] != "weight_epsilon":
             continue
         weight = params.get(key)
-        epsilon_out, epsilon_in = (_scaled_normal(n, weight.device) for n in weight.shape)
+        epsilon_out, epsilon_in = (scaled_normal(n, device=weight.device) for n in weight.shape)
         torch.outer(epsilon_out, epsilon_in, out=weight)
         bias_key = (*key[:-1], "bias_epsilon")
         if bias_key in keys:
             params.get(bias_key).copy_(epsilon_out)
 
 
-def _scaled_normal(size: int, device: torch.device) -> torch.Tensor:
+def scaled_normal(size: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> torch.Tensor:
     """``sign(x) * sqrt(|x|)`` of ``size`` standard normal draws (factorized Gaussian noise, Fortunato et al. 2018)."""
-    x = torch.randn(size, device=device)
+    x = torch.randn(size, generator=generator, device=device)
     return x.sign().mul_(x.abs().sqrt_())

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from typing import Literal
-
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 

@@ -34,6 +34,7 @@ from mbrl_lightning.callbacks.checkpoint import LAST_CHECKPOINT
 from mbrl_lightning.cli import quiet_libraries
 from mbrl_lightning.evaluation import evaluate_policy
 from mbrl_lightning.loading import load_module
+from mbrl_lightning.nets.noisy import has_noisy_layers
 from mbrl_lightning.tracking import resolve_checkpoint
 
 # (noise on, epsilon) of each protocol.
@@ -63,7 +64,7 @@ def main() -> int:
     for protocol in args.protocols:
         # The module's own keys, so the policy is the one training would evaluate with them.
         module.eval_noise, module.eval_epsilon = PROTOCOLS[protocol]
-        if module.eval_noise and not any("epsilon" in name for name, _ in module.q_actor.named_buffers()):
+        if module.eval_noise and not has_noisy_layers(module.q_actor):
             print(f"error: protocol {protocol}: the checkpoint's Q-network has no noisy layers", file=sys.stderr)
             return 2
         started = time.time()

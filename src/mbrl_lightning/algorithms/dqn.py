@@ -9,7 +9,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase, TensorDictSequential
 from torch import nn
-from torchrl.modules import EGreedyModule, NoisyLinear, QValueActor
+from torchrl.modules import EGreedyModule, QValueActor
 from torchrl.objectives import DQNLoss, LossModule, SoftUpdate, ValueEstimators
 
 from mbrl_lightning.algorithms.base import Metrics
@@ -21,6 +21,7 @@ from mbrl_lightning.data.replay import StorageKind
 from mbrl_lightning.envs import EnvFactory
 from mbrl_lightning.errors import ConfigurationError, require
 from mbrl_lightning.nets import MLP
+from mbrl_lightning.nets.noisy import has_noisy_layers
 
 NetFactory = Callable[[int, int], nn.Module]
 
@@ -110,7 +111,7 @@ class DQN(ReplayLearner):
 
         num_actions = self.action_spec.space.n
         network = self.build_q_network(q_net, num_actions)
-        require(not eval_noise or any(isinstance(m, NoisyLinear) for m in network.modules()), "model.eval_noise",
+        require(not eval_noise or has_noisy_layers(network), "model.eval_noise",
                 eval_noise, "needs noisy layers in the Q-network (such as AtariQNet's noisy: true); set it to false")
         self.q_actor = self.make_q_actor(network)
         self.exploration = EGreedyModule(

@@ -14,7 +14,7 @@ NATURE_CNN = {"num_cells": [32, 64, 64], "kernel_sizes": [8, 4, 3], "strides": [
 
 def renormalize(latent: torch.Tensor, dims: int = 3) -> torch.Tensor:
     """Min-max scale each sample's latent (its last ``dims`` dims: ``[C, H, W]``) to [0, 1], as SPR and MuZero do."""
-    flat = latent.flatten(-dims) if dims > 1 else latent
+    flat = latent.flatten(-dims)
     low, high = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
     return ((flat - low) / (high - low).clamp_min(1e-5)).view_as(latent)
 

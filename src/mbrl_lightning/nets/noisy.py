@@ -69,6 +69,11 @@ class CachedNoisyLazyLinear(NoisyLazyLinear, CachedNoisyLinear):
 LazyMapping.setdefault(CachedNoisyLinear, CachedNoisyLazyLinear)
 
 
+def has_noisy_layers(module: torch.nn.Module) -> bool:
+    """Whether ``module`` holds a noisy linear layer (TorchRL's or this module's)."""
+    return any(isinstance(m, NoisyLinear) for m in module.modules())
+
+
 @torch.no_grad()
 def resample_noise_in(params: TensorDictBase) -> None:
     """Draw fresh factorized noise into the ``weight_epsilon`` / ``bias_epsilon`` buffers held in ``params``.

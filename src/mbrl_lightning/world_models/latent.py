@@ -90,9 +90,10 @@ class LatentTransitionModel(DynamicsModel):
             nn.Conv2d(hidden_channels, latent_channels, 3, padding=1), nn.ReLU(),
         )
         self.projection_kind = projection
-        # A q_head projection and its prediction head are sized by bind, which knows the network.
-        self.projection: nn.Module = nn.Sequential(nn.Flatten(), nn.LazyLinear(projection_size))
-        self.prediction = nn.Linear(projection_size, projection_size)
+        # A q_head projection and its prediction head are made by bind, which knows the network.
+        if projection == "linear":
+            self.projection: nn.Module = nn.Sequential(nn.Flatten(), nn.LazyLinear(projection_size))
+            self.prediction = nn.Linear(projection_size, projection_size)
         self._encoder: list[nn.Module] = []  # a list: the encoder's weights are registered by its own network
         self.target_encoder: nn.Module | None = None
         self.target_projection: nn.Module | None = None
